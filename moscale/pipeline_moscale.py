@@ -19,6 +19,8 @@ D motion features.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
+from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .modeling_moscale import MASK_ID, PAD_ID, MoScaleForTextToMotion, MoScaleKVCache, MoScaleTextConditioning
@@ -68,9 +71,6 @@ def top_k_top_p_filter(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 
         sorted_remove[..., 0] = False
         remove_BlV = torch.zeros_like(sorted_remove).scatter(-1, sorted_idx, sorted_remove)
         keep_BlV = keep_BlV & ~remove_BlV
-    # A row can only lose every token through non-finite logits; fall back to its argmax as the authors do.
-    argmax_only = torch.zeros_like(keep_BlV).scatter(-1, logits_BlV.argmax(dim=-1, keepdim=True), True)
-    keep_BlV = torch.where(keep_BlV.any(dim=-1, keepdim=True), keep_BlV, argmax_only)
     return logits_BlV.masked_fill(~keep_BlV, float("-inf"))
 
 
@@ -761,3 +761,66 @@ class MoScalePipeline(DiffusionPipeline):
         joints_BNJ3 = recover_from_ric(features_BND.float(), self._skeleton.joints_num)
         inside = torch.arange(features_BND.shape[1], device=lengths_B.device)[None] < lengths_B[:, None]
         return joints_BNJ3 * inside[..., None, None]
+
+    # ---------------------------------------------------------------------------------------------- hub / disk
+    def model_card(self) -> ModelCard:
+        """A model card describing this pipeline's components and how to run it."""
+        vq_cfg, tr_cfg = self.vq_model.config, self.transformer.config
+        text = type(self.text_encoder).__name__ if self.text_encoder is not None else "none (pass prompt_embeds)"
+        data = ModelCardData(library_name="diffusers", license="apache-2.0", tags=["moscale", "text-to-motion"])
+        content = f"""---
+{data.to_yaml()}
+---
+
+# MoScale text-to-motion pipeline
+
+Next-scale autoregressive text-to-motion generation (MoScale, arXiv:2604.03799), packaged as a diffusers
+`MoScalePipeline` by the `moscale` library.
+
+| component | details |
+| --- | --- |
+| tokenizer (`vq_model`) | `MoScaleVQModel`: {vq_cfg.motion_dim} features per frame, scales {list(vq_cfg.scales)}, {vq_cfg.num_codes} codes of width {vq_cfg.code_dim} |
+| transformer | `MoScaleForTextToMotion`: {tr_cfg.num_layers} layers, width {tr_cfg.hidden_size}, {tr_cfg.num_attention_heads} heads, {tr_cfg.max_text_length} text tokens |
+| text encoder | {text} |
+| motion length | up to {vq_cfg.max_motion_length} frames at {self.fps:g} fps; default {self.config.default_num_frames} frames |
+| length estimator | {"yes" if self.length_estimator is not None else "no"} |
+
+## Usage
+
+```python
+import torch
+from moscale import MoScalePipeline
+
+pipe = MoScalePipeline.from_pretrained("path/or/repo")
+out = pipe("a person jumps twice", num_frames=120, generator=torch.Generator().manual_seed(0))
+out.joints  # (1, 120, J, 3) global joint positions
+```
+"""
+        return ModelCard(content)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *args, **kwargs) -> None:
+        """diffusers' `save_pretrained`, plus a generated model card (README.md) unless the folder has one."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        card_path = os.path.join(save_directory, "README.md")
+        if not os.path.exists(card_path):
+            self.model_card().save(card_path)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        create_pr: bool = False,
+    ) -> str:
+        """Save the whole pipeline folder (components, model_index.json, model card) and upload it to `repo_id`."""
+        repo_id = create_repo(repo_id, private=private, token=token, exist_ok=True).repo_id
+        with tempfile.TemporaryDirectory() as tmpdir:
+            self.save_pretrained(tmpdir)
+            return upload_folder(
+                repo_id=repo_id,
+                folder_path=tmpdir,
+                token=token,
+                commit_message=commit_message or f"Upload {type(self).__name__}",
+                create_pr=create_pr,
+            )
