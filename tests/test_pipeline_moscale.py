@@ -1,8 +1,8 @@
 """MoScalePipeline end to end, offline: the real T5 tokenizer, a tiny T5 encoder built from a config, tiny models."""
 
+import base64
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -296,3 +296,59 @@ def test_no_text_encoder_needs_prompt_embeds(pipe):
     bare = MoScalePipeline(pipe.vq_model, pipe.transformer)
     with pytest.raises(ValueError, match="pass prompt_embeds"):
         bare("a person waves", num_frames=80)
+
+
+# ------------------------------------------------------------------------------------------------- push to hub
+def test_push_to_hub_uploads_a_loadable_pipeline_folder(pipe, tmp_path, monkeypatch):
+    """The hub client runs for real; only its HTTP transport is replaced by a fake Hub that records the commit."""
+    httpx2 = pytest.importorskip("httpx2")
+    from huggingface_hub import constants
+    from huggingface_hub.utils import _http
+
+    committed = {}
+
+    def fake_hub(request):
+        path = request.url.path
+        if path == "/api/repos/create":
+            return httpx2.Response(200, json={"url": "https://huggingface.co/me/tiny-moscale", "name": "me/tiny-moscale"})
+        if path == "/api/validate-yaml":
+            return httpx2.Response(200, json={})
+        if path == "/api/models/me/tiny-moscale/preupload/main":
+            files = json.loads(request.content)["files"]
+            return httpx2.Response(
+                200, json={"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
+            )
+        if path == "/api/models/me/tiny-moscale/commit/main":
+            for line in request.content.splitlines():
+                item = json.loads(line)
+                if item["key"] == "file":
+                    committed[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+            oid = "0" * 40
+            return httpx2.Response(200, json={"commitUrl": f"https://huggingface.co/me/tiny-moscale/commit/{oid}", "commitOid": oid})
+        return httpx2.Response(404, json={"error": f"no route {path}"})
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    _http.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(fake_hub)))
+    try:
+        url = pipe.push_to_hub("me/tiny-moscale", token="hf_not_a_real_token")
+    finally:
+        _http.set_client_factory(_http.default_client_factory)
+
+    assert url.startswith("https://huggingface.co/me/tiny-moscale/commit/")
+    expected = {
+        "model_index.json", "README.md", "vq_model/config.json", "vq_model/model.safetensors",
+        "transformer/config.json", "transformer/model.safetensors", "text_encoder/config.json",
+        "text_encoder/model.safetensors", "tokenizer/tokenizer_config.json", "tokenizer/tokenizer.json",
+    }
+    assert expected <= set(committed), sorted(committed)
+    assert b"MoScale text-to-motion pipeline" in committed["README.md"]
+
+    # The uploaded bytes form a folder that loads and samples exactly like the pushed pipeline.
+    for name, content in committed.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(content)
+    loaded = MoScalePipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    a = pipe(PROMPTS[0], num_frames=80, generator=gen(2))
+    b = loaded(PROMPTS[0], num_frames=80, generator=gen(2))
+    assert torch.equal(a.features, b.features)
