@@ -762,6 +762,76 @@ class MoScalePipeline(DiffusionPipeline):
         inside = torch.arange(features_BND.shape[1], device=lengths_B.device)[None] < lengths_B[:, None]
         return joints_BNJ3 * inside[..., None, None]
 
+    # ---------------------------------------------------------------------------------------------- long motions
+    @torch.no_grad()
+    def generate_long(
+        self,
+        prompts: Sequence[str],
+        num_frames: int | Sequence[int],
+        overlap_frames: int = 40,
+        generator: torch.Generator | None = None,
+        **kwargs,
+    ) -> MoScalePipelineOutput:
+        r"""One motion longer than the model's window, one prompt per segment, by chained continuation.
+
+        Segment 0 is sampled as usual. Each later segment is an edit: the last `overlap_frames` of the motion so far
+        are the source, and the next `num_frames[i]` frames are regenerated under prompt i (so the window is
+        overlap + num_frames[i] frames, at most `max_motion_length`). The window's kept frames then replace the
+        overlap, which makes the junction exact: kept frames far from the new part are the motion's own frames.
+
+        Args:
+            prompts: one caption per segment.
+            num_frames: frames of each segment (one int for all, or one per segment); segment 0 must be a valid
+                `num_frames`, later ones a multiple of the unit length with overlap + frames <= max_motion_length.
+            overlap_frames: frames of context carried into each continuation (a multiple of the unit length).
+            generator: one `torch.Generator`, used by every segment in turn.
+            kwargs: sampling arguments of `__call__` (guidance_scale, refinement_steps, top_p, seam_frames, ...).
+
+        Returns:
+            [`MoScalePipelineOutput`] with one motion: `features` (1, N, D), `joints`, `lengths` = [N] with
+            N = sum(num_frames), and `tokens` None (segments have separate token sequences).
+        """
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise ValueError("prompts is empty: pass one caption per segment")
+        frames = [num_frames] * len(prompts) if isinstance(num_frames, (int, np.integer)) else list(num_frames)
+        if len(frames) != len(prompts):
+            raise ValueError(f"num_frames has {len(frames)} entries for {len(prompts)} segments")
+        unit, window = self.vq_model.config.unit_length, self.vq_model.config.max_motion_length
+        for key in ("prompt", "num_frames", "source_motion", "edit_mask", "edit_spans", "source_start", "output_type"):
+            if key in kwargs:
+                raise ValueError(f"generate_long sets {key} itself; pass prompts, num_frames and overlap_frames")
+        if overlap_frames % unit or not 0 < overlap_frames < window:
+            raise ValueError(f"overlap_frames must be a positive multiple of {unit} below {window}, got {overlap_frames}")
+        for i, n in enumerate(frames[1:], start=1):
+            if n % unit or n <= 0 or overlap_frames + n > window:
+                raise ValueError(
+                    f"segment {i} has {n} frames: use a positive multiple of {unit} with overlap_frames + frames <= "
+                    f"{window} (overlap_frames={overlap_frames})"
+                )
+        kwargs.setdefault("num_motions_per_prompt", 1)
+        if kwargs["num_motions_per_prompt"] != 1:
+            raise ValueError("generate_long makes one motion: num_motions_per_prompt must be 1")
+
+        first = self(prompts[0], num_frames=frames[0], generator=generator, **kwargs)
+        motion_ND = first.features[0, : frames[0]]
+        for prompt, n in zip(prompts[1:], frames[1:]):
+            if motion_ND.shape[0] < overlap_frames:
+                raise ValueError(f"the motion so far has {motion_ND.shape[0]} frames, fewer than overlap_frames")
+            out = self(
+                prompt,
+                num_frames=overlap_frames + n,
+                source_motion=motion_ND[-overlap_frames:],
+                generator=generator,
+                **kwargs,
+            )
+            motion_ND = torch.cat([motion_ND[:-overlap_frames], out.features[0, : overlap_frames + n]])
+        lengths_B = torch.tensor([motion_ND.shape[0]], device=motion_ND.device)
+        features_BND = motion_ND[None]
+        return MoScalePipelineOutput(
+            features=features_BND, joints=self.features_to_joints(features_BND, lengths_B), lengths=lengths_B, tokens=None
+        )
+
     # ---------------------------------------------------------------------------------------------- hub / disk
     def model_card(self) -> ModelCard:
         """A model card describing this pipeline's components and how to run it."""
