@@ -32,6 +32,7 @@ from diffusers.utils import BaseOutput
 from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .length_estimator import MoScaleLengthEstimator
 from .modeling_moscale import MASK_ID, PAD_ID, MoScaleForTextToMotion, MoScaleKVCache, MoScaleTextConditioning
 from .modeling_moscale_vq import MoScaleVQModel
 from .motion import recover_from_ric, skeleton_for
@@ -197,7 +198,7 @@ class MoScalePipeline(DiffusionPipeline):
         transformer: MoScaleForTextToMotion,
         text_encoder: PreTrainedModel | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
-        length_estimator: PreTrainedModel | None = None,
+        length_estimator: MoScaleLengthEstimator | None = None,
         motion_mean: Sequence[float] | None = None,
         motion_std: Sequence[float] | None = None,
         default_num_frames: int = 120,
@@ -228,6 +229,17 @@ class MoScalePipeline(DiffusionPipeline):
                 raise ValueError(
                     f"{name}={value} must be a multiple of {unit} between {unit * vq_model.config.scales[0]} and "
                     f"{max_frames}"
+                )
+        if length_estimator is not None:
+            est = length_estimator.config
+            if est.unit_length != unit or est.max_motion_length > max_frames or est.min_num_frames < min_num_frames:
+                raise ValueError(
+                    f"length_estimator predicts multiples of {est.unit_length} in {est.min_num_frames}.."
+                    f"{est.max_motion_length} frames; this pipeline needs multiples of {unit} in {min_num_frames}..{max_frames}"
+                )
+            if est.text_dim != transformer.config.text_dim:
+                raise ValueError(
+                    f"length_estimator reads text states of width {est.text_dim}, the transformer {transformer.config.text_dim}"
                 )
         self.register_to_config(
             motion_mean=motion_mean,
