@@ -235,3 +235,13 @@ def test_generation_step_logits_with_and_without_cache(fixture, models, report):
                     check_close(report, key, cfg, ref, rel=1e-5, limit=BRIEF_LIMIT)
         motion = vq.decode([t[f"gen.{tag}.ids.scale{k}"] for k in range(len(vq.config.scales))], t["input.motion_lengths"])
         check_close(report, f"gen.{tag}.motion", motion, t[f"gen.{tag}.motion"], rel=1e-5)
+
+
+@torch.no_grad()
+def test_recover_from_ric(fixture, report):
+    from moscale.motion import recover_from_ric
+
+    meta, t = fixture
+    joints_num = meta["configs"]["train_moscale"]["data"]["joint_num"]
+    joints = recover_from_ric(t["input.motion"], joints_num)
+    check_close(report, "ric.joints", torch.as_tensor(joints), t["ric.joints"], rel=1e-5)
