@@ -156,3 +156,95 @@ def test_unsupported_or_incomplete_configs(original, tmp_path, which, edit, mess
     paths = with_modified_yaml(original, tmp_path, which, edit)
     with pytest.raises(ConversionError, match=message):
         convert_original_checkpoint(**paths)
+
+
+# ----------------------------------------------------------------------------------- other sizes, from the key spec
+def authors_vq_keys(down_t: int, depth: int) -> list[str]:
+    """The authors' HRVQVAE state-dict keys (parity README, section 5) for the given sizes."""
+    wb = ("weight", "bias")
+    attn = [f"{n}.{p}" for n in ("norm1", "norm2", "q_proj", "k_proj", "v_proj", "out_proj", "gate_proj", "ffn.0", "ffn.3") for p in wb]
+    keys = [f"encoder.embed.0.{p}" for p in wb] + [f"decoder.embed.0.{p}" for p in wb]
+    for i in range(down_t):
+        keys += [f"encoder.res_blocks.{i}.0.{p}" for p in wb] + [f"decoder.res_blocks.{i}.2.{p}" for p in wb]
+        for j in range(depth):
+            keys += [f"encoder.res_blocks.{i}.1.model.{j}.conv{c}.{p}" for c in (1, 2) for p in wb]
+            keys += [f"decoder.res_blocks.{i}.0.model.{j}.conv{c}.{p}" for c in (1, 2) for p in wb]
+        for side in ("encoder", "decoder"):
+            keys += [f"{side}.attn_blocks.{i}.{name}" for name in attn] + [f"{side}.attn_blocks.{i}.rope.inv_freq"]
+    keys += [f"encoder.outproj.{p}" for p in wb] + [f"decoder.outproj.{k}.{p}" for k in (0, 2) for p in wb]
+    return keys + ["quantizer.codebook"]
+
+
+def authors_moscale_keys(num_layers: int) -> list[str]:
+    wb = ("weight", "bias")
+    keys = ["token_emb", "cfg_uncond", "pos_start", "masked_token_embedding", "padded_token_embedding", "lvl_1L"]
+    keys += ["attn_bias_for_masking", "text_norm.weight", "text_proj_for_sos.q_tokens", "lvl_embed.weight"]
+    keys += [f"{m}.{p}" for m in ("input_process", "token_dim_proj", "latent_dim_proj", "head_nm.ada_lin.1", "head") for p in wb]
+    keys += [f"text_proj_for_ca.{k}.{p}" for k in (0, 2) for p in wb]
+    ca = ["mat_q.weight", "mat_q.bias", "mat_kv.weight", "v_bias", "zero_k_bias", "proj.weight", "proj.bias"]
+    keys += [f"text_proj_for_sos.ca.{name}" for name in ca]
+    for b in range(num_layers):
+        keys += [f"masked_blocks.{b}.attn.{n}" for n in ("mat_qkv.weight", "q_bias", "v_bias", "zero_k_bias", "proj.weight", "proj.bias")]
+        keys += [f"masked_blocks.{b}.ca.{name}" for name in ca]
+        keys += [f"masked_blocks.{b}.{m}.{p}" for m in ("ca_norm", "ffn.fc1", "ffn.fc2", "ada_lin.1") for p in wb]
+    return keys
+
+
+def test_conversion_of_other_sizes_is_exact(tmp_path):
+    """fixture_b-like sizes (VQ width 80, depth 3; one pool head; 3 layers): authors' keys built from the spec."""
+    from moscale.convert_original_checkpoint import _MOSCALE_KEY_RULES, _VQ_KEY_RULES, _rename
+    from moscale.modeling_moscale import MoScaleConfig, level_of_position
+    from moscale.modeling_moscale_vq import MoScaleVQConfig
+
+    torch.manual_seed(0)
+    vq_source = MoScaleVQModel(MoScaleVQConfig(code_dim=48, num_codes=96, width=80, depth=3))
+    transformer_source = MoScaleForTextToMotion(
+        MoScaleConfig(num_codes=96, code_dim=48, condition_dim=128, hidden_size=96, num_layers=3, num_attention_heads=6, text_dim=64)
+    )
+    vq_state = vq_source.state_dict()
+    vq_original = {}
+    for key in authors_vq_keys(down_t=2, depth=3):
+        if key.endswith("rope.inv_freq"):
+            vq_original[key] = 1.0 / (10000 ** (torch.arange(0, 10, 2).float() / 10))
+        else:
+            vq_original[key] = vq_state[_rename(key, _VQ_KEY_RULES)].clone()
+    levels = level_of_position(transformer_source.config.patch_sizes)
+    derived = {
+        "lvl_1L": levels[None],
+        "attn_bias_for_masking": torch.where(levels[None] <= levels[:, None], 0.0, -torch.inf)[None, None],
+    }
+    state = transformer_source.state_dict()
+    moscale_original = {}
+    for key in authors_moscale_keys(num_layers=3):
+        if key in derived:
+            moscale_original[key] = derived[key]
+        elif key.endswith("zero_k_bias"):
+            moscale_original[key] = torch.zeros(96 if key.startswith("masked") else 128)
+        else:
+            moscale_original[key] = state[_rename(key, _MOSCALE_KEY_RULES)].clone()
+    torch.save({"vq_model": vq_original, "ep": 0}, tmp_path / "vq.tar")
+    torch.save({"moscale": moscale_original, "ep": 0}, tmp_path / "moscale.tar")
+    vq_yaml = {
+        "data": {"dim_pose": 263},
+        "quantizer": {"code_dim": 48, "nb_code": 96, "scales": [8, 4, 2, 1], "quant_resi": 0, "mu": 0.99},
+        "model": {"down_t": 2, "stride_t": 2, "width": 80, "depth": 3, "dilation_growth_rate": 3, "vq_act": "relu", "use_attn": True, "vq_norm": "None"},
+        "training": {"lambda_commit": 0.02, "lambda_expicit": 0.5},
+    }
+    moscale_yaml = {
+        "data": {"max_motion_length": 196, "max_text_length": 20},
+        "text_embedder": {"dim_embed": 64, "version": "google/t5-v1_1-base"},
+        "model": {"latent_dim": 128, "head_latent_dim": 96, "num_layers": 3, "n_heads": 6, "mlp_ratio": 4, "use_crossattn": True, "use_learned_token_map": True, "attn_l2_norm": False},
+        "training": {"cond_drop_prob": 0.1, "sample_level_times": [1, 2, 5, 10]},
+    }
+    (tmp_path / "vq.yaml").write_text(yaml.safe_dump(vq_yaml))
+    (tmp_path / "moscale.yaml").write_text(yaml.safe_dump(moscale_yaml))
+    vq, transformer = convert_original_checkpoint(
+        tmp_path / "vq.tar", tmp_path / "vq.yaml", tmp_path / "moscale.tar", tmp_path / "moscale.yaml"
+    )
+    for name, tensor in transformer_source.state_dict().items():
+        assert torch.equal(tensor, transformer.state_dict()[name]), name
+    for name, tensor in vq_source.state_dict().items():
+        if not name.startswith("quantizer."):
+            assert torch.equal(tensor, vq.state_dict()[name]), name
+    assert torch.equal(vq.quantizer.codebook, vq_source.quantizer.codebook)
+    assert transformer.config.condition_dim // transformer.config.text_pool_head_dim == 1
