@@ -563,7 +563,7 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         """
         batch, length, _ = self._check_text(text_hidden_states, text_attention_mask)
         mask_BS = text_attention_mask.bool()
-        text_BST = text_hidden_states.float()
+        text_BST = text_hidden_states.to(self.dtype)
         if drop_text is not None:
             drop_text = torch.as_tensor(drop_text, device=text_BST.device).bool()
             if drop_text.shape != (batch,):
@@ -684,6 +684,8 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
             if text_hidden_states is None:
                 raise ValueError("pass text_hidden_states and text_attention_mask, or text_conditioning")
             text_conditioning = self.encode_text(text_hidden_states, text_attention_mask, drop_text)
+        elif text_hidden_states is not None or drop_text is not None:
+            raise ValueError("pass either text_conditioning or text_hidden_states (+ drop_text), not both")
         elif text_conditioning.start_tokens.shape[0] != batch:
             raise ValueError("text_conditioning batch size does not match input_ids")
 
@@ -709,7 +711,7 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
             if output_hidden_states:
                 hidden_states.append(hidden_BlE)
 
-        logits_BlV = self.head(self.final_norm(hidden_BlE.float(), text_conditioning.condition)).float()
+        logits_BlV = self.head(self.final_norm(hidden_BlE, text_conditioning.condition)).float()
         loss = None
         if labels is not None:
             if labels.shape != input_ids.shape:

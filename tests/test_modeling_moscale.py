@@ -257,3 +257,21 @@ def test_fresh_model_uses_the_authors_initialisation():
     generator = torch.Generator().manual_seed(0)
     uncond = torch.nn.init.trunc_normal_(torch.empty(6, 12), std=1.2, generator=generator) / 12**0.5
     torch.testing.assert_close(model.uncond_text_embedding.detach(), uncond)
+
+
+@torch.no_grad()
+def test_bfloat16_model_runs_and_stays_close_to_float32():
+    model = tiny_model(7)
+    batch = inputs(7)
+    reference = model(**batch).logits
+    logits = model.to(torch.bfloat16)(**batch).logits
+    assert logits.dtype == torch.float32
+    assert (logits - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+def test_text_conditioning_and_raw_text_are_exclusive():
+    model = tiny_model()
+    batch = inputs()
+    text = model.encode_text(batch["text_hidden_states"], batch["text_attention_mask"])
+    with pytest.raises(ValueError, match="not both"):
+        model(batch["input_ids"], batch["prev_scale_features"], text_conditioning=text, drop_text=torch.tensor([1, 0]))

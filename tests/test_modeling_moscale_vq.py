@@ -212,3 +212,18 @@ def test_save_and_load_round_trip_gives_identical_outputs(tmp_path):
     assert isinstance(AutoModel.from_pretrained(tmp_path), MoScaleVQModel)
     config = AutoConfig.from_pretrained(tmp_path)
     assert isinstance(config, MoScaleVQConfig) and tuple(config.scales) == (8, 4, 2, 1)
+
+
+@torch.no_grad()
+def test_bfloat16_model_runs_and_stays_close_to_float32():
+    model = seeded_model()
+    motion, lengths = batch(11)
+    codes = model.encode(motion, lengths).codes
+    reference = model.decode(codes, lengths)
+    half = model.to(torch.bfloat16)
+    out = half.decode(codes, lengths)  # same codes: bf16 distances may pick other codes at near-ties
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - reference).abs().max() < 0.05 * reference.abs().max()
+    half_codes = half.encode(motion, lengths).codes
+    assert all(torch.equal(a < 0, b < 0) for a, b in zip(half_codes, codes))
+    assert torch.isfinite(half(motion, lengths).loss)
