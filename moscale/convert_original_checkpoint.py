@@ -1,8 +1,8 @@
 """Convert the authors' MoScale checkpoints (github.com/zhiwei-zzz/MoScale) into `save_pretrained` folders.
 
-Inputs are the `.tar` files their trainers write (`{'vq_model': state_dict, 'ep': ...}` for the tokenizer,
-`{'moscale': state_dict, 'ep': ...}` for the transformer) and the YAML files next to them (`train_hrvqvae.yaml`,
-`train_moscale.yaml`). Outputs are `OUTPUT_DIR/vq_model` ([`MoScaleVQModel`]) and `OUTPUT_DIR/transformer`
+Inputs are the `.tar` files their trainers write, `{'vq_model': state_dict, 'ep': ...}` for the tokenizer (like the
+authors' evaluation we also accept the entry name 'model') and `{'moscale': state_dict, 'ep': ...}` for the
+transformer, and the YAML files next to them (`train_hrvqvae.yaml`, `train_moscale.yaml`). Outputs are `OUTPUT_DIR/vq_model` ([`MoScaleVQModel`]) and `OUTPUT_DIR/transformer`
 ([`MoScaleForTextToMotion`]).
 
     python -m moscale.convert_original_checkpoint \\
@@ -19,9 +19,7 @@ mismatch, is an error that names the key.
 from __future__ import annotations
 
 import argparse
-import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -90,21 +88,22 @@ _MOSCALE_DERIVED = r"lvl_1L|attn_bias_for_masking|.*zero_k_bias"
 
 
 # ------------------------------------------------------------------------------------------------------- loading
-def load_original_checkpoint(path: str | Path, entry: str) -> dict[str, torch.Tensor]:
-    """`torch.load(path, weights_only=True)[entry]`, with errors that say what is wrong with the file."""
+def load_original_checkpoint(path: str | Path, entries: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """`torch.load(path, weights_only=True)[entry]` for the first entry present, with errors that say what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as error:
+    except Exception as error:  # torch.load raises many types on damaged or non-tensor pickles
         raise ConversionError(
             f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {error}); expected the authors' "
             f".tar file as written by torch.save"
         ) from error
-    if not isinstance(checkpoint, dict) or entry not in checkpoint:
+    entry = next((e for e in entries if isinstance(checkpoint, dict) and e in checkpoint), None)
+    if entry is None:
         found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ConversionError(f"{path} has no '{entry}' entry (found {found}); is it the right checkpoint?")
+        raise ConversionError(f"{path} has no '{entries[0]}' entry (found {found}); is it the right checkpoint?")
     state_dict = checkpoint[entry]
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise ConversionError(f"{path}['{entry}'] is not a state dict of tensors")
@@ -314,8 +313,8 @@ def convert_original_checkpoint(
     max_motion_length = int(_get(moscale_yaml, "data.max_motion_length", str(transformer_config), 196))
     vq_cfg = vq_config_from_yaml(vq_yaml, max_motion_length, source=str(vq_config))
     moscale_cfg = moscale_config_from_yaml(moscale_yaml, vq_cfg, source=str(transformer_config))
-    vq_model = convert_vq_state_dict(load_original_checkpoint(vq_checkpoint, "vq_model"), vq_cfg)
-    transformer = convert_moscale_state_dict(load_original_checkpoint(transformer_checkpoint, "moscale"), moscale_cfg)
+    vq_model = convert_vq_state_dict(load_original_checkpoint(vq_checkpoint, ("vq_model", "model")), vq_cfg)
+    transformer = convert_moscale_state_dict(load_original_checkpoint(transformer_checkpoint, ("moscale",)), moscale_cfg)
     if output_dir is not None:
         output_dir = Path(output_dir)
         vq_model.save_pretrained(output_dir / "vq_model")

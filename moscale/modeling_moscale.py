@@ -197,9 +197,9 @@ class MoScaleTextConditioning(ModelOutput):
 class MoScaleKVCache:
     """Self-attention keys and values of the first `length` sequence positions, one (key, value) pair per block.
 
-    Each tensor is (B, H, length, d), keys already rotated by RoPE. Because attention is block-causal, the keys and
-    values of positions in coarser scales never depend on later positions: compute them once (text start tokens +
-    every finished scale) and reuse them for all refinement steps of the current scale.
+    Each tensor is (B, H, length, d), keys already rotated by RoPE; `length` is always a scale boundary. Because
+    attention is block-causal, the keys and values of coarser scales never depend on finer ones: compute them once
+    (text start tokens + every finished scale) and reuse them for all refinement steps of the current scale.
 
     Caches are immutable: `forward(..., cache=cache, use_cache=True)` returns a new, longer cache and
     leaves `cache` untouched, so the same prefix cache can serve every step of a scale.
@@ -476,16 +476,16 @@ class MoScalePreTrainedModel(PreTrainedModel):
         elif isinstance(module, BlockCausalSelfAttention):
             init.zeros_(module.q_bias)
             init.zeros_(module.v_bias)
-        if isinstance(module, MoScaleBlock):
-            # Residual projections shrink with depth; AdaLN starts near identity. The gamma slice uses the
-            # condition width, as the authors' code does.
-            self._init_linear(module.self_attn.out_proj, std, depth_gain)
-            self._init_linear(module.ffn.fc2, std, depth_gain)
-            rows = torch.ones(module.adaln_modulation.out_features, 1)
-            rows[: 2 * config.condition_dim] = 1e-5
-            rows[2 * config.condition_dim :] = 0.5
-            self._init_linear(module.adaln_modulation, std, rows)
         elif isinstance(module, MoScaleForTextToMotion):
+            # Block-level scalings live here: transformers skips custom modules without direct parameters.
+            for block in module.blocks:
+                # Residual projections shrink with depth; AdaLN starts near identity. The gamma slice uses the
+                # condition width, as the authors' code does.
+                self._init_linear(block.self_attn.out_proj, std, depth_gain)
+                self._init_linear(block.ffn.fc2, std, depth_gain)
+                rows = torch.full((block.adaln_modulation.out_features, 1), 0.5)
+                rows[: 2 * config.condition_dim] = 1e-5
+                self._init_linear(block.adaln_modulation, std, rows)
             self._init_linear(module.head, std, 0.02)
             self._init_linear(module.head_adaln_modulation, std, 0.5)
             init.trunc_normal_(module.token_embedding, std=std)
@@ -563,7 +563,7 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         """
         batch, length, _ = self._check_text(text_hidden_states, text_attention_mask)
         mask_BS = text_attention_mask.bool()
-        text_BST = text_hidden_states.float()
+        text_BST = text_hidden_states.to(self.dtype)
         if drop_text is not None:
             drop_text = torch.as_tensor(drop_text, device=text_BST.device).bool()
             if drop_text.shape != (batch,):
@@ -616,6 +616,13 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         scale, shift = self.head_adaln_modulation(F.silu(condition_B1D)).chunk(2, dim=-1)
         return self.head_norm(hidden_BlE) * (1 + scale) + shift
 
+    def scale_boundaries(self) -> tuple[int, ...]:
+        """Sequence offsets where scales start, plus the total length: (0, 6, 18, 42, 91) for the paper's model."""
+        offsets = [0]
+        for size in self.patch_sizes:
+            offsets.append(offsets[-1] + size)
+        return tuple(offsets)
+
     # --------------------------------------------------------------------------------------------------- forward
     def forward(
         self,
@@ -632,6 +639,9 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         return_dict: bool | None = None,
     ):
         """Logits for the sequence positions P .. P + l - 1, where P is the cache length (0 without a cache).
+
+        Tokens of one scale attend to each other (and to all coarser scales), so P and P + l must be scale
+        boundaries (`scale_boundaries()`): a forward always feeds whole scales.
 
         Args:
             input_ids: (B, l) ids of those positions: codes, MASK_ID (-2) or PAD_ID (-1).
@@ -661,6 +671,12 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         total = self.config.sequence_length
         if length == 0 or stop > total:
             raise ValueError(f"positions {start}..{stop - 1} fall outside the {total}-token sequence")
+        boundaries = self.scale_boundaries()
+        if start not in boundaries or stop not in boundaries:
+            # Tokens of one scale attend to each other, so a forward (or a cache) must hold whole scales.
+            raise ValueError(
+                f"positions {start}..{stop - 1} must cover whole scales: start and end must be among {boundaries}"
+            )
         if cache is not None and (len(cache) != len(self.blocks) or cache.batch_size != batch):
             raise ValueError("cache does not match this model's layers or the batch size")
 
@@ -668,6 +684,8 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
             if text_hidden_states is None:
                 raise ValueError("pass text_hidden_states and text_attention_mask, or text_conditioning")
             text_conditioning = self.encode_text(text_hidden_states, text_attention_mask, drop_text)
+        elif text_hidden_states is not None or drop_text is not None:
+            raise ValueError("pass either text_conditioning or text_hidden_states (+ drop_text), not both")
         elif text_conditioning.start_tokens.shape[0] != batch:
             raise ValueError("text_conditioning batch size does not match input_ids")
 
@@ -693,7 +711,7 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
             if output_hidden_states:
                 hidden_states.append(hidden_BlE)
 
-        logits_BlV = self.head(self.final_norm(hidden_BlE.float(), text_conditioning.condition)).float()
+        logits_BlV = self.head(self.final_norm(hidden_BlE, text_conditioning.condition)).float()
         loss = None
         if labels is not None:
             if labels.shape != input_ids.shape:

@@ -211,7 +211,8 @@ def rotate_half_rope(x_BHTd: torch.Tensor) -> torch.Tensor:
     freqs_Td = torch.outer(torch.arange(length, device=x_BHTd.device).float(), inv_freq)
     angles_Td = torch.cat([freqs_Td, freqs_Td], dim=-1)
     first, second = x_BHTd.chunk(2, dim=-1)
-    return x_BHTd * angles_Td.cos() + torch.cat([-second, first], dim=-1) * angles_Td.sin()
+    cos, sin = angles_Td.cos().to(x_BHTd.dtype), angles_Td.sin().to(x_BHTd.dtype)
+    return x_BHTd * cos + torch.cat([-second, first], dim=-1) * sin
 
 
 class GatedAttentionBlock(nn.Module):
@@ -558,7 +559,7 @@ class MoScaleVQModel(MoScaleVQPreTrainedModel):
     def encode_latent(self, motion: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Encoder only: motion (B, N, D) and frame lengths (B,) -> latent (B, C, N // 2**down_t)."""
         lengths = self._check_motion(motion, lengths).to(motion.device)
-        return self.encoder(motion.transpose(1, 2).float(), lengths)
+        return self.encoder(motion.transpose(1, 2).to(self.dtype), lengths)
 
     def quantize(
         self,
@@ -641,7 +642,7 @@ class MoScaleVQModel(MoScaleVQPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         lengths = self._check_motion(motion, lengths).to(motion.device)
-        latent_BCT = self.encoder(motion.transpose(1, 2).float(), lengths)
+        latent_BCT = self.encoder(motion.transpose(1, 2).to(self.dtype), lengths)
         token_lengths = self._token_lengths(lengths)
         f_hat_BCT, commit, perplexity, codes = self.quantizer.forward_train(
             latent_BCT, token_lengths, self.config.code_sampling_temperature
@@ -649,8 +650,8 @@ class MoScaleVQModel(MoScaleVQPreTrainedModel):
         f_hat_BCT = f_hat_BCT * lengths_to_mask(token_lengths, latent_BCT.shape[-1])[:, None]
         reconstruction = self.decoder(f_hat_BCT, token_lengths).transpose(1, 2)
 
-        valid_BN1 = lengths_to_mask(lengths, motion.shape[1])[..., None].to(motion.dtype)
-        target = motion.float()
+        valid_BN1 = lengths_to_mask(lengths, motion.shape[1])[..., None].to(reconstruction.dtype)
+        target = motion.to(reconstruction.dtype)
 
         def masked_smooth_l1(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
             return (F.smooth_l1_loss(pred, ref, reduction="none") * valid_BN1).sum() / (valid_BN1.sum() * ref.shape[-1])
