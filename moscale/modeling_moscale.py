@@ -318,8 +318,9 @@ class TextCrossAttention(nn.Module):
         batch, length, width = query_BLE.shape
         q_BHLd = self.q_proj(query_BLE).view(batch, length, self.num_heads, -1).transpose(1, 2)
         bias = torch.cat([torch.zeros_like(self.v_bias), self.v_bias])
-        k_B2HSd = F.linear(memory_BSD, self.kv_proj.weight, bias).view(batch, -1, 2, self.num_heads, width // self.num_heads)
-        k_BHSd, v_BHSd = k_B2HSd.permute(2, 0, 3, 1, 4).unbind(0)
+        kv_BSC = F.linear(memory_BSD, self.kv_proj.weight, bias)
+        kv_BS2Hd = kv_BSC.view(batch, -1, 2, self.num_heads, width // self.num_heads)
+        k_BHSd, v_BHSd = kv_BS2Hd.permute(2, 0, 3, 1, 4).unbind(0)
         out_BHLd = F.scaled_dot_product_attention(q_BHLd, k_BHSd, v_BHSd, attn_mask=memory_mask_BS[:, None, None, :])
         return self.dropout(self.out_proj(out_BHLd.transpose(1, 2).reshape(batch, length, width)))
 
@@ -582,7 +583,9 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
 
     def _check_text(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[int, int, int]:
         if states.ndim != 3 or states.shape[-1] != self.config.text_dim:
-            raise ValueError(f"text_hidden_states must be (batch, tokens, {self.config.text_dim}), got {tuple(states.shape)}")
+            raise ValueError(
+                f"text_hidden_states must be (batch, tokens, {self.config.text_dim}), got {tuple(states.shape)}"
+            )
         batch, length, width = states.shape
         if length > self.config.max_text_length:
             raise ValueError(
@@ -689,7 +692,8 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         elif text_conditioning.start_tokens.shape[0] != batch:
             raise ValueError("text_conditioning batch size does not match input_ids")
 
-        continuous_BlD = self._continuous_inputs(text_conditioning.start_tokens, prev_scale_features, start, stop, batch)
+        start_BMD = text_conditioning.start_tokens
+        continuous_BlD = self._continuous_inputs(start_BMD, prev_scale_features, start, stop, batch)
         hidden_BlE = self.input_proj(torch.cat([continuous_BlD, self.embed_tokens(input_ids)], dim=-1))
         device = hidden_BlE.device
         # Learned positions for the start tokens only; zero rows elsewhere.
@@ -796,7 +800,9 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
             input_ids = torch.where(augmented, random_codes(), input_ids)
         return input_ids, labels
 
-    def sample_text_dropout(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.BoolTensor:
+    def sample_text_dropout(
+        self, batch: int, generator: torch.Generator | None = None, device=None
+    ) -> torch.BoolTensor:
         """(B,) True for captions replaced by the unconditional rows (probability `cond_drop_prob`)."""
         return torch.rand((batch,), generator=generator, device=device) < self.config.cond_drop_prob
 
@@ -813,7 +819,9 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         """
         clean_ids = torch.cat(list(codes), dim=1)
         if clean_ids.shape[1] != self.config.sequence_length:
-            raise ValueError(f"codes cover {clean_ids.shape[1]} tokens, the model expects {self.config.sequence_length}")
+            raise ValueError(
+                f"codes cover {clean_ids.shape[1]} tokens, the model expects {self.config.sequence_length}"
+            )
         input_ids, labels = self.corrupt_tokens(clean_ids, generator)
         return {
             "input_ids": input_ids,

@@ -71,7 +71,8 @@ def test_cli_writes_loadable_folders(original, tmp_path, capsys):
     assert torch.equal(vq.encoder.stages[0].downsample.weight, reference["encoder.res_blocks.0.0.weight"])
     reference = torch.load(original["transformer_checkpoint"], weights_only=True)["moscale"]
     assert torch.equal(transformer.uncond_text_embedding, reference["cfg_uncond"])
-    assert torch.equal(transformer.blocks[0].self_attn.qkv_proj.weight, reference["masked_blocks.0.attn.mat_qkv.weight"])
+    qkv = reference["masked_blocks.0.attn.mat_qkv.weight"]
+    assert torch.equal(transformer.blocks[0].self_attn.qkv_proj.weight, qkv)
 
 
 def test_cli_reports_errors_without_a_traceback(original, tmp_path, capsys):
@@ -162,7 +163,8 @@ def test_unsupported_or_incomplete_configs(original, tmp_path, which, edit, mess
 def authors_vq_keys(down_t: int, depth: int) -> list[str]:
     """The authors' HRVQVAE state-dict keys (parity README, section 5) for the given sizes."""
     wb = ("weight", "bias")
-    attn = [f"{n}.{p}" for n in ("norm1", "norm2", "q_proj", "k_proj", "v_proj", "out_proj", "gate_proj", "ffn.0", "ffn.3") for p in wb]
+    attn_modules = ("norm1", "norm2", "q_proj", "k_proj", "v_proj", "out_proj", "gate_proj", "ffn.0", "ffn.3")
+    attn = [f"{n}.{p}" for n in attn_modules for p in wb]
     keys = [f"encoder.embed.0.{p}" for p in wb] + [f"decoder.embed.0.{p}" for p in wb]
     for i in range(down_t):
         keys += [f"encoder.res_blocks.{i}.0.{p}" for p in wb] + [f"decoder.res_blocks.{i}.2.{p}" for p in wb]
@@ -179,12 +181,14 @@ def authors_moscale_keys(num_layers: int) -> list[str]:
     wb = ("weight", "bias")
     keys = ["token_emb", "cfg_uncond", "pos_start", "masked_token_embedding", "padded_token_embedding", "lvl_1L"]
     keys += ["attn_bias_for_masking", "text_norm.weight", "text_proj_for_sos.q_tokens", "lvl_embed.weight"]
-    keys += [f"{m}.{p}" for m in ("input_process", "token_dim_proj", "latent_dim_proj", "head_nm.ada_lin.1", "head") for p in wb]
+    linears = ("input_process", "token_dim_proj", "latent_dim_proj", "head_nm.ada_lin.1", "head")
+    keys += [f"{m}.{p}" for m in linears for p in wb]
     keys += [f"text_proj_for_ca.{k}.{p}" for k in (0, 2) for p in wb]
     ca = ["mat_q.weight", "mat_q.bias", "mat_kv.weight", "v_bias", "zero_k_bias", "proj.weight", "proj.bias"]
     keys += [f"text_proj_for_sos.ca.{name}" for name in ca]
     for b in range(num_layers):
-        keys += [f"masked_blocks.{b}.attn.{n}" for n in ("mat_qkv.weight", "q_bias", "v_bias", "zero_k_bias", "proj.weight", "proj.bias")]
+        self_attn = ("mat_qkv.weight", "q_bias", "v_bias", "zero_k_bias", "proj.weight", "proj.bias")
+        keys += [f"masked_blocks.{b}.attn.{n}" for n in self_attn]
         keys += [f"masked_blocks.{b}.ca.{name}" for name in ca]
         keys += [f"masked_blocks.{b}.{m}.{p}" for m in ("ca_norm", "ffn.fc1", "ffn.fc2", "ada_lin.1") for p in wb]
     return keys
@@ -199,7 +203,10 @@ def test_conversion_of_other_sizes_is_exact(tmp_path):
     torch.manual_seed(0)
     vq_source = MoScaleVQModel(MoScaleVQConfig(code_dim=48, num_codes=96, width=80, depth=3))
     transformer_source = MoScaleForTextToMotion(
-        MoScaleConfig(num_codes=96, code_dim=48, condition_dim=128, hidden_size=96, num_layers=3, num_attention_heads=6, text_dim=64)
+        MoScaleConfig(
+            num_codes=96, code_dim=48, condition_dim=128, hidden_size=96, num_layers=3, num_attention_heads=6,
+            text_dim=64,
+        )
     )
     vq_state = vq_source.state_dict()
     vq_original = {}
@@ -227,13 +234,19 @@ def test_conversion_of_other_sizes_is_exact(tmp_path):
     vq_yaml = {
         "data": {"dim_pose": 263},
         "quantizer": {"code_dim": 48, "nb_code": 96, "scales": [8, 4, 2, 1], "quant_resi": 0, "mu": 0.99},
-        "model": {"down_t": 2, "stride_t": 2, "width": 80, "depth": 3, "dilation_growth_rate": 3, "vq_act": "relu", "use_attn": True, "vq_norm": "None"},
+        "model": {
+            "down_t": 2, "stride_t": 2, "width": 80, "depth": 3, "dilation_growth_rate": 3,
+            "vq_act": "relu", "use_attn": True, "vq_norm": "None",
+        },  # fmt: skip
         "training": {"lambda_commit": 0.02, "lambda_expicit": 0.5},
     }
     moscale_yaml = {
         "data": {"max_motion_length": 196, "max_text_length": 20},
         "text_embedder": {"dim_embed": 64, "version": "google/t5-v1_1-base"},
-        "model": {"latent_dim": 128, "head_latent_dim": 96, "num_layers": 3, "n_heads": 6, "mlp_ratio": 4, "use_crossattn": True, "use_learned_token_map": True, "attn_l2_norm": False},
+        "model": {
+            "latent_dim": 128, "head_latent_dim": 96, "num_layers": 3, "n_heads": 6, "mlp_ratio": 4,
+            "use_crossattn": True, "use_learned_token_map": True, "attn_l2_norm": False,
+        },  # fmt: skip
         "training": {"cond_drop_prob": 0.1, "sample_level_times": [1, 2, 5, 10]},
     }
     (tmp_path / "vq.yaml").write_text(yaml.safe_dump(vq_yaml))

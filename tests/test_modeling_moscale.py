@@ -140,7 +140,8 @@ def test_kv_cache_matches_full_forward_and_is_not_mutated():
     grown = model(ids[:, 14:], feats[:, 12:], text_conditioning=text, cache=cache, use_cache=True).cache
     assert grown.length == 30 and cache.length == 14
     # First step of a scale computed with the previous scale's final ids, then cropped to the prefix.
-    cropped = model(ids[:, 6:], feats[:, 4:], text_conditioning=text, cache=cache.crop(6), use_cache=True).cache.crop(14)
+    regrown = model(ids[:, 6:], feats[:, 4:], text_conditioning=text, cache=cache.crop(6), use_cache=True)
+    cropped = regrown.cache.crop(14)
     for (k1, v1), (k2, v2) in zip(cropped.key_values, cache.key_values):
         torch.testing.assert_close(k1, k2, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(v1, v2, atol=1e-5, rtol=1e-5)
@@ -213,7 +214,8 @@ def test_prepare_training_inputs_and_text_dropout():
     batch = model.prepare_training_inputs(codes, f_hats, torch.Generator().manual_seed(0))
     assert batch["input_ids"].shape == (3, 30) and batch["labels"].shape == (3, 30)
     assert batch["prev_scale_features"].shape == (3, 28, 8)
-    torch.testing.assert_close(batch["prev_scale_features"][:, :4], F.interpolate(f_hats[0], 4, mode="area").transpose(1, 2))
+    expected = F.interpolate(f_hats[0], 4, mode="area").transpose(1, 2)
+    torch.testing.assert_close(batch["prev_scale_features"][:, :4], expected)
     assert batch["drop_text"].shape == (3,) and batch["drop_text"].dtype == torch.bool
     rate = model.sample_text_dropout(20000, torch.Generator().manual_seed(0)).float().mean()
     assert 0.09 < rate < 0.11
@@ -227,7 +229,8 @@ def test_training_step_backpropagates_to_every_trained_part():
     batch["labels"] = torch.where(batch["input_ids"] == MASK_ID, 5, MASK_ID)
     out = model(**batch, drop_text=torch.tensor([True, False]))
     out.loss.backward()
-    for name in ["uncond_text_embedding", "token_embedding", "mask_token_embedding", "head.weight", "text_pool.query_tokens"]:
+    trained = ["uncond_text_embedding", "token_embedding", "mask_token_embedding", "head.weight"]
+    for name in trained + ["text_pool.query_tokens"]:
         grad = model.get_parameter(name).grad
         assert grad is not None and grad.abs().sum() > 0, name
 

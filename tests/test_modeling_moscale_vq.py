@@ -153,7 +153,8 @@ def test_losses_are_means_over_valid_frames_only():
     valid = (torch.arange(64)[None] < lengths[:, None])[..., None].float()
 
     def masked_mean(pred, ref):
-        return (torch.nn.functional.smooth_l1_loss(pred, ref, reduction="none") * valid).sum() / (valid.sum() * ref.shape[-1])
+        per_element = torch.nn.functional.smooth_l1_loss(pred, ref, reduction="none")
+        return (per_element * valid).sum() / (valid.sum() * ref.shape[-1])
 
     torch.testing.assert_close(out.reconstruction_loss, masked_mean(out.reconstruction, motion))
     torch.testing.assert_close(out.joint_position_loss, masked_mean(out.reconstruction[..., 4:10], motion[..., 4:10]))

@@ -84,7 +84,8 @@ def test_fixture_sizes_match_converted_configs(fixture, models):
     assert transformer.config.hidden_size == meta["configs"]["train_moscale"]["model"]["head_latent_dim"]
     assert list(transformer.config.patch_sizes) == meta["derived"]["patch_sizes"]
     assert transformer.config.sequence_length == meta["derived"]["L"]
-    assert transformer.config.condition_dim // transformer.config.text_pool_head_dim == meta["derived"]["pool_num_heads"]
+    pool_heads = transformer.config.condition_dim // transformer.config.text_pool_head_dim
+    assert pool_heads == meta["derived"]["pool_num_heads"]
     assert torch.equal(tensors["input.motion_lengths"], torch.tensor(meta["inputs"]["lengths"]))
 
 
@@ -138,7 +139,8 @@ def test_vq_eval_forward_losses(fixture, models, report):
     check_close(report, "vq forward reconstruction", out.reconstruction, t["vq.recon"], rel=1e-5)
     commit_ref = torch.tensor(meta["vq"]["vq_forward_commit_loss"])
     check_close(report, "vq forward commit loss", out.commit_loss, commit_ref, rel=1e-5)
-    check_close(report, "vq forward perplexity", out.perplexity, torch.tensor(meta["vq"]["vq_forward_perplexity"]), 1e-5)
+    perplexity_ref = torch.tensor(meta["vq"]["vq_forward_perplexity"])
+    check_close(report, "vq forward perplexity", out.perplexity, perplexity_ref, rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------- transformer
@@ -170,7 +172,8 @@ def test_teacher_forced_forward(fixture, models, report, branch):
     text = out.text_conditioning
     used = text.memory_mask  # selecting the used rows in order gives the authors' packed layout
     rel = 1e-5
-    check_close(report, f"tf.{branch}.text_normed_packed", text.normed_text[used], t[f"tf.{branch}.text_normed_packed"], rel)
+    normed_ref = t[f"tf.{branch}.text_normed_packed"]
+    check_close(report, f"tf.{branch}.text_normed_packed", text.normed_text[used], normed_ref, rel)
     check_close(report, f"tf.{branch}.sos_tokens", text.start_tokens, t[f"tf.{branch}.sos_tokens"], rel, BRIEF_LIMIT)
     check_close(report, f"tf.{branch}.cond_BD", text.condition, t[f"tf.{branch}.cond_BD"], rel, BRIEF_LIMIT)
     check_close(report, f"tf.{branch}.text_ca_kv_packed", text.memory[used], t[f"tf.{branch}.text_ca_kv_packed"], rel)
@@ -233,7 +236,8 @@ def test_generation_step_logits_with_and_without_cache(fixture, models, report):
                     cfg = (1 + tau) * lg[:batch] - tau * lg[batch:]
                     key = f"gen.{tag}.l{level}.s{step}.cfg_logits ({name})"
                     check_close(report, key, cfg, ref, rel=1e-5, limit=BRIEF_LIMIT)
-        motion = vq.decode([t[f"gen.{tag}.ids.scale{k}"] for k in range(len(vq.config.scales))], t["input.motion_lengths"])
+        generated_codes = [t[f"gen.{tag}.ids.scale{k}"] for k in range(len(vq.config.scales))]
+        motion = vq.decode(generated_codes, t["input.motion_lengths"])
         check_close(report, f"gen.{tag}.motion", motion, t[f"gen.{tag}.motion"], rel=1e-5)
 
 
