@@ -234,6 +234,18 @@ def test_without_statistics_features_stay_normalised_and_joints_are_none(pipe):
     assert torch.allclose(pipe.denormalize(a.features)[0, :80], b.features[0, :80], atol=1e-5)
 
 
+def test_bfloat16_pipeline_generates_and_edits():
+    low = tiny_pipeline().to(dtype=torch.bfloat16)
+    assert low.transformer.dtype == torch.bfloat16 and low.vq_model.dtype == torch.bfloat16
+    out = low(PROMPTS, num_frames=80, generator=gen())
+    assert out.features.dtype == torch.float32 and torch.isfinite(out.joints).all()
+    assert all(((t >= 0) | (t == -1)).all() for t in out.tokens)
+    again = low(PROMPTS, num_frames=80, generator=gen())
+    assert torch.equal(out.features, again.features)
+    edited = low(PROMPTS[0], num_frames=120, source_motion=out.features[0], generator=gen())
+    assert torch.equal(edited.features[0, :70], out.features[0, :70])
+
+
 # ----------------------------------------------------------------------------------------------- save / load
 def test_save_load_round_trip_gives_identical_samples(pipe, tmp_path):
     before = pipe(PROMPTS, num_frames=[96, 120], generator=gen(11))
