@@ -28,8 +28,8 @@ def single_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def pipe(single_thread):
+def calm_pipeline():
+    """The tiny random pipeline with its decoder output rescaled to the data's spread (see the module docstring)."""
     from test_pipeline_moscale import tiny_pipeline
 
     pipeline = tiny_pipeline(seed=1)
@@ -39,6 +39,11 @@ def pipe(single_thread):
         pipeline.vq_model.decoder.conv_out.weight.mul_(0.3 / decoded.std())
         pipeline.vq_model.decoder.conv_out.bias.zero_()
     return pipeline
+
+
+@pytest.fixture(scope="module")
+def pipe(single_thread):
+    return calm_pipeline()
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +243,53 @@ def test_long_motion_is_reproducible_and_validated(pipe):
         pipe.generate_long(["a", "b"], num_frames=[80, 80, 80])
     with pytest.raises(ValueError, match="sets source_motion itself"):
         pipe.generate_long(["a", "b"], num_frames=80, source_motion=torch.zeros(40, 263))
+
+
+# ------------------------------------------------------------------------------------------------ measurement
+def measure_inbetweening() -> None:
+    """Print the seam and spill numbers quoted in docs/pipeline.md: `python tests/test_pipeline_editing.py`."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    torch.set_num_threads(1)
+    pipe = calm_pipeline()
+    source = torch.from_numpy(np.load(CLIP))[:168]
+    source_joints = recover_from_ric(source, 22)
+    a, b = 60, 100  # regenerate 3.0 s .. 5.0 s
+    half_second = FPS // 2
+    for seam in (half_second, 0):
+        out = pipe("a person spins", num_frames=168, source_motion=source, edit_spans=[(3.0, 5.0)], seam_frames=seam, generator=gen())
+        features, joints = out.features[0], out.joints[0]
+        before = mean_joint_error(joints[: a - half_second], source_joints[: a - half_second])
+        after = mean_joint_error(local_joints(features[b + half_second :]), local_joints(source[b + half_second :]))
+        edited = mean_joint_error(local_joints(features[a:b]), local_joints(source[a:b]))
+        steps = frame_steps(joints)
+        zone = torch.zeros_like(steps, dtype=torch.bool)
+        for edge in (a, b):
+            zone[edge - half_second - 1 : edge + half_second + 1] = True
+        print(
+            f"seam_frames={seam:2d}: kept frames > 0.5 s from the edit: {before * 100:.3f} cm (global, before), "
+            f"{after * 100:.3f} cm (body frame, after); edited frames moved {edited * 100:.1f} cm; largest step "
+            f"across the seams {steps[zone].max() * 100:.1f} cm vs {steps[~zone].max() * 100:.1f} cm elsewhere "
+            f"(source's largest {frame_steps(source_joints).max() * 100:.1f} cm)"
+        )
+    lengths = torch.tensor([168])
+    padded = torch.nn.functional.pad(pipe.normalize(source), (0, 0, 0, 28))[None]
+    source_codes = pipe.vq_model.encode(padded, lengths).codes
+    moved = (pipe.vq_model.codes_to_f_hat(out.tokens) - pipe.vq_model.codes_to_f_hat(source_codes))[0].norm(dim=0)[:42]
+    changed = (moved > 1e-6).nonzero().flatten()
+    print(
+        f"token spill: f_hat changed at latent steps {int(changed.min())}..{int(changed.max())} "
+        f"(frames {4 * int(changed.min())}..{4 * int(changed.max()) + 3}) for an edit of latent steps {a // 4}..{(b - 1) // 4}"
+    )
+    raw = pipe.decode_tokens(out.tokens, lengths)[0]
+    reconstruction = pipe.decode_tokens(source_codes, lengths)[0]
+    deviation = (local_joints(raw) - local_joints(reconstruction)).norm(dim=-1).mean(-1)
+    print(
+        f"decoded without pasting, kept frames 1 s from the edit differ from the source's reconstruction by "
+        f"{deviation[a - 2 * half_second] * 100:.1f} cm (before) and {deviation[b - 1 + 2 * half_second] * 100:.1f} cm (after)"
+    )
+
+
+if __name__ == "__main__":
+    measure_inbetweening()
