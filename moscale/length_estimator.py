@@ -45,7 +45,8 @@ class MoScaleLengthEstimatorConfig(PreTrainedConfig):
         max_motion_length: int = 196,
         **kwargs,
     ):
-        if min_num_frames % unit_length or max_motion_length % unit_length or not 0 < min_num_frames <= max_motion_length:
+        multiples = min_num_frames % unit_length == 0 and max_motion_length % unit_length == 0
+        if not multiples or not 0 < min_num_frames <= max_motion_length:
             raise ValueError(
                 f"min_num_frames ({min_num_frames}) and max_motion_length ({max_motion_length}) must be multiples of "
                 f"unit_length ({unit_length}) with 0 < min_num_frames <= max_motion_length"
@@ -99,7 +100,8 @@ class MoScaleLengthEstimator(PreTrainedModel):
         """Frame counts (B,) -> class ids; lengths must be valid multiples of unit_length within range."""
         cfg = self.config
         num_frames = torch.as_tensor(num_frames).long()
-        bad = (num_frames % cfg.unit_length != 0) | (num_frames < cfg.min_num_frames) | (num_frames > cfg.max_motion_length)
+        bad = num_frames % cfg.unit_length != 0
+        bad = bad | (num_frames < cfg.min_num_frames) | (num_frames > cfg.max_motion_length)
         if bool(bad.any()):
             raise ValueError(
                 f"num_frames must be multiples of {cfg.unit_length} between {cfg.min_num_frames} and "
@@ -122,7 +124,8 @@ class MoScaleLengthEstimator(PreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if text_hidden_states.ndim != 3 or text_hidden_states.shape[-1] != self.config.text_dim:
             raise ValueError(
-                f"text_hidden_states must be (batch, tokens, {self.config.text_dim}), got {tuple(text_hidden_states.shape)}"
+                f"text_hidden_states must be (batch, tokens, {self.config.text_dim}), "
+                f"got {tuple(text_hidden_states.shape)}"
             )
         if tuple(text_attention_mask.shape) != tuple(text_hidden_states.shape[:2]):
             raise ValueError("text_attention_mask must be (batch, tokens), matching text_hidden_states")

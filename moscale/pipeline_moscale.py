@@ -1,6 +1,6 @@
 """MoScalePipeline: text -> motion with the MoScale next-scale transformer, plus editing and long motions.
 
-The pipeline holds four components (diffusers' `model_index.json` records them):
+The pipeline holds these components (diffusers' `model_index.json` records them):
 
 * `text_encoder` + `tokenizer`: any transformers encoder; the paper uses a frozen google/t5-v1_1-base and 20 tokens;
 * `transformer`: [`MoScaleForTextToMotion`], which predicts the tokens of one scale given the coarser ones;
@@ -44,6 +44,7 @@ __all__ = [
     "edit_token_masks",
     "num_tokens_to_mask",
     "sample_tokens",
+    "seam_blend_weights",
     "top_k_top_p_filter",
 ]
 
@@ -143,7 +144,8 @@ def seam_blend_weights(regenerate_BN: torch.Tensor, seam_frames: int) -> torch.T
 
 @dataclass
 class EditPlan:
-    """What an edit keeps: the source's encoder latent and, per scale, which tokens to take from it."""
+    """What an edit keeps: the source's encoder latent (B, C, T), per scale which tokens to take from it (True =
+    keep), the source on the target frames (B, N, D) and its blend weight per frame (B, N)."""
 
     latent_BCT: torch.Tensor
     keep_masks: list[torch.BoolTensor]
@@ -235,11 +237,13 @@ class MoScalePipeline(DiffusionPipeline):
             if est.unit_length != unit or est.max_motion_length > max_frames or est.min_num_frames < min_num_frames:
                 raise ValueError(
                     f"length_estimator predicts multiples of {est.unit_length} in {est.min_num_frames}.."
-                    f"{est.max_motion_length} frames; this pipeline needs multiples of {unit} in {min_num_frames}..{max_frames}"
+                    f"{est.max_motion_length} frames; this pipeline needs multiples of {unit} in "
+                    f"{min_num_frames}..{max_frames}"
                 )
             if est.text_dim != transformer.config.text_dim:
                 raise ValueError(
-                    f"length_estimator reads text states of width {est.text_dim}, the transformer {transformer.config.text_dim}"
+                    f"length_estimator reads text states of width {est.text_dim}, "
+                    f"the transformer {transformer.config.text_dim}"
                 )
         self.register_to_config(
             motion_mean=motion_mean,
@@ -313,7 +317,9 @@ class MoScalePipeline(DiffusionPipeline):
     ) -> tuple[int, ...]:
         num_scales = len(self.vq_model.config.scales)
         if not (isinstance(guidance_scale, (int, float)) and math.isfinite(guidance_scale) and guidance_scale >= 0):
-            raise ValueError(f"guidance_scale must be a finite number >= 0 (0 turns guidance off), got {guidance_scale}")
+            raise ValueError(
+                f"guidance_scale must be a finite number >= 0 (0 turns guidance off), got {guidance_scale}"
+            )
         steps = tuple(refinement_steps)
         if len(steps) != num_scales or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in steps):
             raise ValueError(
@@ -355,7 +361,9 @@ class MoScalePipeline(DiffusionPipeline):
             return None
         frames = [num_frames] * batch if isinstance(num_frames, (int, np.integer)) else list(num_frames)
         if len(frames) != batch:
-            raise ValueError(f"num_frames has {len(frames)} entries for {batch} prompts: give one per prompt or one int")
+            raise ValueError(
+                f"num_frames has {len(frames)} entries for {batch} prompts: give one per prompt or one int"
+            )
         unit, max_frames = self.vq_model.config.unit_length, self.vq_model.config.max_motion_length
         for n in frames:
             if not isinstance(n, (int, np.integer)) or n % unit or not self.config.min_num_frames <= n <= max_frames:
@@ -374,7 +382,9 @@ class MoScalePipeline(DiffusionPipeline):
         Tokenised as the authors do: padded to and truncated at `transformer.config.max_text_length` tokens.
         """
         if self.text_encoder is None or self.tokenizer is None:
-            raise ValueError("this pipeline has no text_encoder/tokenizer: pass prompt_embeds and prompt_attention_mask")
+            raise ValueError(
+                "this pipeline has no text_encoder/tokenizer: pass prompt_embeds and prompt_attention_mask"
+            )
         inputs = self.tokenizer(
             prompts,
             max_length=self.transformer.config.max_text_length,
@@ -530,76 +540,89 @@ class MoScalePipeline(DiffusionPipeline):
     ) -> EditPlan:
         """Validate the editing inputs and encode the source on the target canvas (see `__call__`)."""
         vq_cfg = self.vq_model.config
-        batch, canvas = len(frame_lengths), vq_cfg.max_motion_length
-        source = torch.as_tensor(np.asarray(source_motion) if not torch.is_tensor(source_motion) else source_motion)
-        source = source.to(device=device, dtype=torch.float32)
-        if source.ndim == 2:
-            source = source[None]
-        if source.ndim != 3 or source.shape[-1] != vq_cfg.motion_dim:
-            raise ValueError(
-                f"source_motion must be (frames, {vq_cfg.motion_dim}) or (batch, frames, {vq_cfg.motion_dim}) "
-                f"features, got {tuple(source.shape)}"
-            )
-        if source.shape[0] not in (1, batch // repeats):
-            raise ValueError(f"source_motion has {source.shape[0]} motions for {batch // repeats} prompts: give 1 or one per prompt")
-        source = source.repeat_interleave(repeats, dim=0) if source.shape[0] > 1 else source.expand(batch, -1, -1)
-        if not torch.isfinite(source).all():
-            raise ValueError("source_motion contains NaN or infinite values")
+        batch, num_prompts, max_frames = len(frame_lengths), len(frame_lengths) // repeats, max(frame_lengths)
+        source_BND = self._check_source(source_motion, num_prompts, device)
+        source_BND = source_BND.repeat_interleave(repeats, dim=0) if source_BND.shape[0] > 1 else source_BND
         if not isinstance(source_start, (int, np.integer)) or source_start < 0:
-            raise ValueError(f"source_start must be an integer >= 0 (the target frame of the source's first frame), got {source_start}")
-        max_frames = max(frame_lengths)
+            raise ValueError(
+                "source_start must be an integer >= 0 (the target frame of the source's first frame), "
+                f"got {source_start}"
+            )
         frame_idx = torch.arange(max_frames, device=device)
         lengths_B = torch.tensor(frame_lengths, device=device)
         inside_BN = frame_idx[None] < lengths_B[:, None]
-        covered_N = (frame_idx >= source_start) & (frame_idx < source_start + source.shape[1])
+        source_stop = source_start + source_BND.shape[1]
+        covered_N = (frame_idx >= source_start) & (frame_idx < source_stop)
 
         if edit_mask is not None and edit_spans is not None:
             raise ValueError("pass edit_mask or edit_spans, not both")
         if edit_mask is not None:
-            mask = torch.as_tensor(np.asarray(edit_mask) if not torch.is_tensor(edit_mask) else edit_mask).to(device)
-            mask = mask[None] if mask.ndim == 1 else mask
-            if mask.ndim != 2 or mask.shape[-1] != max_frames or mask.shape[0] not in (1, batch // repeats):
-                raise ValueError(
-                    f"edit_mask must have one entry per target frame: shape ({max_frames},) or "
-                    f"({batch // repeats}, {max_frames}) for num_frames={max_frames}, got {tuple(mask.shape)}"
-                )
-            regenerate_BN = mask.bool()
-            regenerate_BN = regenerate_BN.repeat_interleave(repeats, 0) if mask.shape[0] > 1 else regenerate_BN.expand(batch, -1)
+            regenerate_BN = self._check_edit_mask(edit_mask, num_prompts, max_frames, device)
+            regenerate_BN = regenerate_BN.repeat_interleave(repeats, 0) if regenerate_BN.shape[0] > 1 else regenerate_BN
         elif edit_spans is not None:
-            regenerate_BN = self._spans_to_mask(edit_spans, max_frames, device)[None].expand(batch, -1)
+            regenerate_BN = self._spans_to_mask(edit_spans, max_frames, device)[None]
         else:
-            regenerate_BN = ~covered_N[None].expand(batch, -1)
-        regenerate_BN = regenerate_BN & inside_BN
-        uncovered_kept = inside_BN & ~regenerate_BN & ~covered_N[None]
-        if bool(uncovered_kept.any()):
-            first = int(uncovered_kept.nonzero()[0, 1])
+            regenerate_BN = ~covered_N[None]
+        regenerate_BN = regenerate_BN.expand(batch, -1) & inside_BN
+        uncovered_kept_BN = inside_BN & ~regenerate_BN & ~covered_N[None]
+        if bool(uncovered_kept_BN.any()):
+            first = int(uncovered_kept_BN.nonzero()[0, 1])
             raise ValueError(
                 f"the edit keeps target frame {first}, which the source does not cover (source frames sit at "
-                f"{source_start}..{source_start + source.shape[1] - 1}): regenerate it, or move the source with source_start"
+                f"{source_start}..{source_stop - 1}): regenerate it, or move the source with source_start"
             )
         if not bool(regenerate_BN.any()):
             raise ValueError("the edit regenerates no frame: mark frames to regenerate in edit_mask or edit_spans")
 
-        # The source on the target canvas: raw for the final paste, normalised for the tokenizer.
-        source_BND = torch.zeros(batch, canvas, vq_cfg.motion_dim, device=device)
-        stop = min(source_start + source.shape[1], canvas)
-        source_BND[:, source_start:stop] = source[:, : stop - source_start]
-        covered_B1N = ((torch.arange(canvas, device=device) >= source_start) & (torch.arange(canvas, device=device) < stop))[None, :, None]
-        source_norm_BND = self.normalize(source_BND) * covered_B1N
-        vq_dtype = self.vq_model.quantizer.codebook.dtype
-        latent_BCT = self.vq_model.encode_latent(source_norm_BND.to(vq_dtype), lengths_B)
-        keep_masks = [
-            ~regen for regen in edit_token_masks(regenerate_BN, vq_cfg.unit_length, vq_cfg.latent_length, vq_cfg.scales)
-        ]
+        # The source on the full-length canvas: raw for the final paste, normalised (zero elsewhere) for the tokenizer.
+        canvas_BND = torch.zeros(batch, vq_cfg.max_motion_length, vq_cfg.motion_dim, device=device)
+        stop = min(source_stop, vq_cfg.max_motion_length)
+        canvas_BND[:, source_start:stop] = source_BND[:, : stop - source_start]
+        normalized_BND = torch.zeros_like(canvas_BND)
+        normalized_BND[:, source_start:stop] = self.normalize(canvas_BND[:, source_start:stop])
+        latent_BCT = self.vq_model.encode_latent(normalized_BND.to(self.vq_model.dtype), lengths_B)
+
+        scale_masks = edit_token_masks(regenerate_BN, vq_cfg.unit_length, vq_cfg.latent_length, vq_cfg.scales)
         seam = round(0.5 * self.fps) if seam_frames is None else int(seam_frames)
         if seam < 0:
             raise ValueError(f"seam_frames must be >= 0, got {seam_frames}")
         return EditPlan(
             latent_BCT=latent_BCT,
-            keep_masks=keep_masks,
-            source_BND=source_BND[:, :max_frames],
+            keep_masks=[~regenerate for regenerate in scale_masks],
+            source_BND=canvas_BND[:, :max_frames],
             blend_BN=seam_blend_weights(regenerate_BN, seam),
         )
+
+    def _check_source(self, source_motion, num_prompts: int, device: torch.device) -> torch.Tensor:
+        """Source features as a float32 (1 or num_prompts, frames, D) tensor on `device`."""
+        motion_dim = self.vq_model.config.motion_dim
+        source = torch.as_tensor(source_motion if torch.is_tensor(source_motion) else np.asarray(source_motion))
+        source = source.to(device=device, dtype=torch.float32)
+        source = source[None] if source.ndim == 2 else source
+        if source.ndim != 3 or source.shape[-1] != motion_dim:
+            raise ValueError(
+                f"source_motion must be (frames, {motion_dim}) or (batch, frames, {motion_dim}) features, "
+                f"got {tuple(source.shape)}"
+            )
+        if source.shape[0] not in (1, num_prompts):
+            raise ValueError(
+                f"source_motion has {source.shape[0]} motions for {num_prompts} prompts: give 1 or one per prompt"
+            )
+        if not bool(torch.isfinite(source).all()):
+            raise ValueError("source_motion contains NaN or infinite values")
+        return source
+
+    @staticmethod
+    def _check_edit_mask(edit_mask, num_prompts: int, frames: int, device: torch.device) -> torch.BoolTensor:
+        """edit_mask as a (1 or num_prompts, frames) bool tensor; True = regenerate."""
+        mask = torch.as_tensor(edit_mask if torch.is_tensor(edit_mask) else np.asarray(edit_mask)).to(device)
+        mask = mask[None] if mask.ndim == 1 else mask
+        if mask.ndim != 2 or mask.shape[-1] != frames or mask.shape[0] not in (1, num_prompts):
+            raise ValueError(
+                f"edit_mask must have one entry per target frame: shape ({frames},) or ({num_prompts}, {frames}) "
+                f"for num_frames={frames}, got {tuple(mask.shape)}"
+            )
+        return mask.bool()
 
     def _spans_to_mask(self, spans, frames: int, device) -> torch.BoolTensor:
         """[(start_s, end_s or None), ...] in seconds -> (frames,) regenerate mask."""
@@ -610,7 +633,9 @@ class MoScalePipeline(DiffusionPipeline):
                 raise ValueError(f"each edit span is (start_seconds, end_seconds or None), got {span}")
             start, end = float(span[0]), duration if span[1] is None else float(span[1])
             if not 0 <= start < end <= duration + 1e-6:
-                raise ValueError(f"edit span {span} must satisfy 0 <= start < end <= {duration:g} s (the target length)")
+                raise ValueError(
+                    f"edit span {span} must satisfy 0 <= start < end <= {duration:g} s (the target length)"
+                )
             mask[round(start * self.fps) : round(end * self.fps)] = True
         return mask
 
@@ -699,7 +724,14 @@ class MoScalePipeline(DiffusionPipeline):
         frame_lengths = [n for n in frames for _ in range(num_motions_per_prompt)]
         edit = (
             self._prepare_edit(
-                source_motion, edit_mask, edit_spans, source_start, frame_lengths, num_motions_per_prompt, seam_frames, device
+                source_motion,
+                edit_mask,
+                edit_spans,
+                source_start,
+                frame_lengths,
+                num_motions_per_prompt,
+                seam_frames,
+                device,
             )
             if editing
             else None
@@ -814,7 +846,9 @@ class MoScalePipeline(DiffusionPipeline):
             if key in kwargs:
                 raise ValueError(f"generate_long sets {key} itself; pass prompts, num_frames and overlap_frames")
         if overlap_frames % unit or not 0 < overlap_frames < window:
-            raise ValueError(f"overlap_frames must be a positive multiple of {unit} below {window}, got {overlap_frames}")
+            raise ValueError(
+                f"overlap_frames must be a positive multiple of {unit} below {window}, got {overlap_frames}"
+            )
         for i, n in enumerate(frames[1:], start=1):
             if n % unit or n <= 0 or overlap_frames + n > window:
                 raise ValueError(
@@ -840,9 +874,8 @@ class MoScalePipeline(DiffusionPipeline):
             motion_ND = torch.cat([motion_ND[:-overlap_frames], out.features[0, : overlap_frames + n]])
         lengths_B = torch.tensor([motion_ND.shape[0]], device=motion_ND.device)
         features_BND = motion_ND[None]
-        return MoScalePipelineOutput(
-            features=features_BND, joints=self.features_to_joints(features_BND, lengths_B), lengths=lengths_B, tokens=None
-        )
+        joints = self.features_to_joints(features_BND, lengths_B)
+        return MoScalePipelineOutput(features=features_BND, joints=joints, lengths=lengths_B, tokens=None)
 
     # ---------------------------------------------------------------------------------------------- hub / disk
     def model_card(self) -> ModelCard:
@@ -861,10 +894,13 @@ Next-scale autoregressive text-to-motion generation (MoScale, arXiv:2604.03799),
 
 | component | details |
 | --- | --- |
-| tokenizer (`vq_model`) | `MoScaleVQModel`: {vq_cfg.motion_dim} features per frame, scales {list(vq_cfg.scales)}, {vq_cfg.num_codes} codes of width {vq_cfg.code_dim} |
-| transformer | `MoScaleForTextToMotion`: {tr_cfg.num_layers} layers, width {tr_cfg.hidden_size}, {tr_cfg.num_attention_heads} heads, {tr_cfg.max_text_length} text tokens |
+| tokenizer (`vq_model`) | `MoScaleVQModel`: {vq_cfg.motion_dim} features per frame, scales {list(vq_cfg.scales)}, \
+{vq_cfg.num_codes} codes of width {vq_cfg.code_dim} |
+| transformer | `MoScaleForTextToMotion`: {tr_cfg.num_layers} layers, width {tr_cfg.hidden_size}, \
+{tr_cfg.num_attention_heads} heads, {tr_cfg.max_text_length} text tokens |
 | text encoder | {text} |
-| motion length | up to {vq_cfg.max_motion_length} frames at {self.fps:g} fps; default {self.config.default_num_frames} frames |
+| motion length | up to {vq_cfg.max_motion_length} frames at {self.fps:g} fps; \
+default {self.config.default_num_frames} frames |
 | length estimator | {"yes" if self.length_estimator is not None else "no"} |
 
 ## Usage

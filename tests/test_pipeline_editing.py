@@ -124,7 +124,9 @@ def test_inbetweening_keeps_far_frames_changes_the_edit_and_has_no_seam_jump(pip
 
 def test_without_seam_blending_the_jump_is_visible(pipe, source):
     """The measurement has teeth: pasting the source with no blend leaves a jump bigger than any own step."""
-    out = pipe("a person spins", num_frames=168, source_motion=source, edit_spans=[(3.0, 5.0)], seam_frames=0, generator=gen())
+    out = pipe(
+        "a person spins", num_frames=168, source_motion=source, edit_spans=[(3.0, 5.0)], seam_frames=0, generator=gen()
+    )
     steps = frame_steps(out.joints[0])
     seam_steps = torch.stack([steps[59], steps[99]])  # 59 -> 60 and 99 -> 100
     away = torch.ones_like(steps, dtype=torch.bool)
@@ -258,7 +260,14 @@ def measure_inbetweening() -> None:
     a, b = 60, 100  # regenerate 3.0 s .. 5.0 s
     half_second = FPS // 2
     for seam in (half_second, 0):
-        out = pipe("a person spins", num_frames=168, source_motion=source, edit_spans=[(3.0, 5.0)], seam_frames=seam, generator=gen())
+        out = pipe(
+            "a person spins",
+            num_frames=168,
+            source_motion=source,
+            edit_spans=[(3.0, 5.0)],
+            seam_frames=seam,
+            generator=gen(),
+        )
         features, joints = out.features[0], out.joints[0]
         before = mean_joint_error(joints[: a - half_second], source_joints[: a - half_second])
         after = mean_joint_error(local_joints(features[b + half_second :]), local_joints(source[b + half_second :]))
@@ -280,14 +289,16 @@ def measure_inbetweening() -> None:
     changed = (moved > 1e-6).nonzero().flatten()
     print(
         f"token spill: f_hat changed at latent steps {int(changed.min())}..{int(changed.max())} "
-        f"(frames {4 * int(changed.min())}..{4 * int(changed.max()) + 3}) for an edit of latent steps {a // 4}..{(b - 1) // 4}"
+        f"(frames {4 * int(changed.min())}..{4 * int(changed.max()) + 3}) "
+        f"for an edit of latent steps {a // 4}..{(b - 1) // 4}"
     )
     raw = pipe.decode_tokens(out.tokens, lengths)[0]
     reconstruction = pipe.decode_tokens(source_codes, lengths)[0]
     deviation = (local_joints(raw) - local_joints(reconstruction)).norm(dim=-1).mean(-1)
     print(
         f"decoded without pasting, kept frames 1 s from the edit differ from the source's reconstruction by "
-        f"{deviation[a - 2 * half_second] * 100:.1f} cm (before) and {deviation[b - 1 + 2 * half_second] * 100:.1f} cm (after)"
+        f"{deviation[a - 2 * half_second] * 100:.1f} cm (before) and "
+        f"{deviation[b - 1 + 2 * half_second] * 100:.1f} cm (after)"
     )
 
 

@@ -318,25 +318,26 @@ def test_push_to_hub_uploads_a_loadable_pipeline_folder(pipe, tmp_path, monkeypa
     from huggingface_hub.utils import _http
 
     committed = {}
+    repo = "me/tiny-moscale"
 
     def fake_hub(request):
         path = request.url.path
         if path == "/api/repos/create":
-            return httpx2.Response(200, json={"url": "https://huggingface.co/me/tiny-moscale", "name": "me/tiny-moscale"})
+            return httpx2.Response(200, json={"url": f"https://huggingface.co/{repo}", "name": repo})
         if path == "/api/validate-yaml":
             return httpx2.Response(200, json={})
         if path == "/api/models/me/tiny-moscale/preupload/main":
             files = json.loads(request.content)["files"]
-            return httpx2.Response(
-                200, json={"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
-            )
+            modes = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
+            return httpx2.Response(200, json={"files": modes})
         if path == "/api/models/me/tiny-moscale/commit/main":
             for line in request.content.splitlines():
                 item = json.loads(line)
                 if item["key"] == "file":
                     committed[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
             oid = "0" * 40
-            return httpx2.Response(200, json={"commitUrl": f"https://huggingface.co/me/tiny-moscale/commit/{oid}", "commitOid": oid})
+            commit_url = f"https://huggingface.co/{repo}/commit/{oid}"
+            return httpx2.Response(200, json={"commitUrl": commit_url, "commitOid": oid})
         return httpx2.Response(404, json={"error": f"no route {path}"})
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
