@@ -365,3 +365,42 @@ def test_push_to_hub_uploads_a_loadable_pipeline_folder(pipe, tmp_path, monkeypa
     a = pipe(PROMPTS[0], num_frames=80, generator=gen(2))
     b = loaded(PROMPTS[0], num_frames=80, generator=gen(2))
     assert torch.equal(a.features, b.features)
+
+
+# ------------------------------------------------------------------------------------------------ device sync
+def test_the_scale_loop_never_reads_tensors_back_to_the_host(pipe, monkeypatch):
+    """Every tensor -> Python conversion made by pipeline code while `_sample_scales` runs is recorded: none."""
+    import sys
+
+    import moscale.pipeline_moscale as module
+
+    inside_loop = []
+    host_reads = []
+    for name in ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _original=original, _name=name, **kwargs):
+            if inside_loop and sys._getframe(1).f_code.co_filename == module.__file__:
+                host_reads.append((_name, sys._getframe(1).f_lineno))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    sample_scales = module.MoScalePipeline._sample_scales
+
+    def flagged(self, *args, **kwargs):
+        inside_loop.append(True)
+        try:
+            return sample_scales(self, *args, **kwargs)
+        finally:
+            inside_loop.clear()
+
+    monkeypatch.setattr(module.MoScalePipeline, "_sample_scales", flagged)
+    out = pipe(PROMPTS, num_frames=[120, 80], generator=gen())
+    source = out.features[0, :120]
+    pipe(PROMPTS[0], num_frames=160, source_motion=source, generator=gen())
+    assert host_reads == []
+    # The spy has teeth: decoding (after the loop) reads the longest length back, and is caught when flagged.
+    inside_loop.append(True)
+    pipe.decode_tokens(out.tokens, out.lengths)
+    inside_loop.clear()
+    assert [name for name, _ in host_reads] == ["__int__"]
