@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def fixture():
 
 
 @pytest.fixture(scope="module")
-def models(fixture, tmp_path_factory):
+def converted(fixture, tmp_path_factory):
     meta, _ = fixture
     paths = meta["checkpoints"]
     out = tmp_path_factory.mktemp("converted")
@@ -44,8 +45,13 @@ def models(fixture, tmp_path_factory):
         FIXTURE / paths["moscale_yaml"],
         out,
     )
-    vq = MoScaleVQModel.from_pretrained(out / "vq_model").eval()
-    transformer = MoScaleForTextToMotion.from_pretrained(out / "transformer").eval()
+    return out
+
+
+@pytest.fixture(scope="module")
+def models(converted):
+    vq = MoScaleVQModel.from_pretrained(converted / "vq_model").eval()
+    transformer = MoScaleForTextToMotion.from_pretrained(converted / "transformer").eval()
     return vq, transformer
 
 
@@ -141,6 +147,35 @@ def test_vq_eval_forward_losses(fixture, models, report):
     check_close(report, "vq forward commit loss", out.commit_loss, commit_ref, rel=1e-5)
     perplexity_ref = torch.tensor(meta["vq"]["vq_forward_perplexity"])
     check_close(report, "vq forward perplexity", out.perplexity, perplexity_ref, rel=1e-5)
+
+
+def test_vq_training_step_reproduces_the_codebook_initialisation(fixture, converted, report):
+    """The fixture's codebook is the authors' first training step (seeding + one EMA update with dead-code reset).
+
+    Re-running that step in train mode from an empty codebook, with the same random streams, must give it back:
+    this checks training-mode dropout order, codebook seeding, Gumbel code sampling and the EMA update.
+    """
+    meta, t = fixture
+    recipe = re.search(
+        r"on (\d+) random full-length motions \(randn, generator seed\+(\d+); "
+        r"dropout RNG torch.manual_seed\(seed\+(\d+)\)",
+        meta["init"]["codebook"],
+    )
+    assert recipe, f"unexpected codebook recipe in meta.json: {meta['init']['codebook']!r}"
+    n_motions, motion_offset, dropout_offset = (int(g) for g in recipe.groups())
+    vq = MoScaleVQModel.from_pretrained(converted / "vq_model")
+    with torch.no_grad():
+        vq.quantizer.codebook.zero_()
+        vq.quantizer.initialized.zero_()
+    frames = meta["configs"]["train_moscale"]["data"]["max_motion_length"]
+    generator = torch.Generator().manual_seed(meta["seed"] + motion_offset)
+    motions = torch.randn(n_motions, frames, vq.config.motion_dim, generator=generator)
+    torch.manual_seed(meta["seed"] + dropout_offset)
+    vq.train()
+    with torch.no_grad():
+        vq(motions, torch.full((n_motions,), frames))
+    assert int(vq.quantizer.initialized) == 1
+    check_close(report, "codebook after one training step", vq.quantizer.codebook, t["aux.vq.codebook"], rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------- transformer
