@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 from pathlib import Path
 
@@ -225,6 +226,37 @@ def test_teacher_forced_forward(fixture, models, report, branch):
     check_close(report, f"tf.{branch}.logits", out.logits, t[f"tf.{branch}.logits"], rel, BRIEF_LIMIT)
     check_close(report, f"tf.{branch}.ce_loss", out.loss.reshape(1), t[f"tf.{branch}.ce_loss"], rel)
     assert torch.equal(out.logits.argmax(-1).reshape(-1), t[f"tf.{branch}.pred_ids"].reshape(-1))
+
+
+def test_training_corruption_reproduces_the_fixture_input_ids(fixture, models):
+    """The fixture's ids come from the authors' forward after fixseed(mask_seed); our corruption, fed the same
+    streams, gives the same ids. Their forward first draws one Python random() per caption (caption dropout), then
+    random.uniform(mask_augment_range) for the augmentation rate; every other draw is from torch's global generator."""
+    meta, t = fixture
+    _, transformer = models
+    seed = meta["tf"]["mask_seed"]
+    batch = t["tf.clean_ids"].shape[0]
+    python_stream = random.Random(seed)
+    for _ in range(batch):
+        python_stream.random()
+    augment_rate = python_stream.uniform(*transformer.config.mask_augment_range)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        input_ids, labels = transformer.corrupt_tokens(t["tf.clean_ids"], augment_rate=augment_rate)
+    assert torch.equal(input_ids, t["tf.input_ids"])
+    assert torch.equal(labels, t["tf.labels"])
+    assert int((labels >= 0).sum()) == meta["tf"]["n_loss_targets"]
+
+
+@torch.no_grad()
+def test_prev_scale_features_from_our_tokenizer(fixture, models, report):
+    """The transformer's continuous inputs, built from our own tokenizer's f_hat, match the authors' prefix."""
+    _, t = fixture
+    vq, transformer = models
+    encoded = vq.encode(t["input.motion"], t["input.motion_lengths"])
+    assert torch.equal(torch.cat(encoded.codes, dim=1), t["tf.clean_ids"])
+    features = transformer.prev_scale_features_from_f_hat(encoded.f_hat_per_scale)
+    check_close(report, "tf.prefix_features", features, t["tf.prefix_features"], rel=1e-5)
 
 
 def _generation_tags(tensors: dict) -> list[str]:
