@@ -36,6 +36,8 @@ import torch
 from datasets import Array2D, Dataset, Features, IterableDataset, List, NamedSplit, Value
 from datasets.exceptions import DatasetGenerationError
 
+from .motion import HUMANML3D, KIT_ML, SkeletonSpec
+
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
@@ -47,22 +49,35 @@ class MotionDataError(ValueError):
 
 @dataclass(frozen=True)
 class MotionFolderFormat:
-    """What differs between HumanML3D-layout datasets: feature size, frame rate and the kept length range.
+    """A dataset's skeleton (feature size, frame rate) and the clip lengths its loader keeps.
 
-    Clips are kept when ``min_length <= T < max_length`` (frames), the authors' rule.
+    Clips are kept when ``min_length <= T < max_length`` (frames), the authors' rule. Caption times (seconds)
+    become frames at ``caption_fps``, by default the skeleton's frame rate; the authors' loaders multiply by 20 on
+    both datasets, so ``caption_fps=20`` reproduces them on KIT-ML captions that carry times.
     """
 
-    name: str
-    feature_dim: int
-    fps: float
+    skeleton: SkeletonSpec
     min_length: int
     max_length: int
+    caption_fps: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.skeleton.name
+
+    @property
+    def feature_dim(self) -> int:
+        return self.skeleton.feature_dim
+
+    @property
+    def fps(self) -> float:
+        return self.skeleton.fps
 
 
-# feature_dim and fps repeat moscale.motion's HUMANML3D / KIT_ML specs, which were not on main when this module
-# was written; the length ranges are the authors' loader values (40 for HumanML3D, 24 for KIT-ML, both < 200).
-HUMANML3D_FORMAT = MotionFolderFormat(name="humanml3d", feature_dim=263, fps=20.0, min_length=40, max_length=200)
-KIT_ML_FORMAT = MotionFolderFormat(name="kit", feature_dim=251, fps=12.5, min_length=24, max_length=200)
+# The authors' length ranges: MoScale's loader (HumanML3D only) keeps 40 <= T < 200; MoMask's, which the KIT-ML
+# results follow, keeps 24 <= T < 200 on KIT-ML.
+HUMANML3D_FORMAT = MotionFolderFormat(skeleton=HUMANML3D, min_length=40, max_length=200)
+KIT_ML_FORMAT = MotionFolderFormat(skeleton=KIT_ML, min_length=24, max_length=200)
 FOLDER_FORMATS = {HUMANML3D_FORMAT.name: HUMANML3D_FORMAT, KIT_ML_FORMAT.name: KIT_ML_FORMAT}
 
 UNIT_LENGTH = 4
@@ -179,7 +194,6 @@ class FilterReport:
     whole_motion_items: int = 0
     subclip_items: int = 0
     subclips_too_short: int = 0
-    subclips_too_long: int = 0
     motions_with_only_subclip_captions: int = 0
 
     @property
@@ -191,7 +205,7 @@ class FilterReport:
             f"split {self.split!r}: {self.motions_listed} motions listed, {len(self.motions_missing)} missing, "
             f"{self.motions_too_short} too short and {self.motions_too_long} too long (dropped with their sub-clips); "
             f"{self.items} items = {self.whole_motion_items} whole motions + {self.subclip_items} sub-clips "
-            f"({self.subclips_too_short} sub-clips too short, {self.subclips_too_long} too long, dropped); "
+            f"({self.subclips_too_short} sub-clips too short, dropped); "
             f"{self.motions_with_only_subclip_captions} motions are used only through their sub-clips"
         )
 
@@ -291,13 +305,12 @@ def index_motion_folder(
             if caption.is_whole_motion:
                 continue
             # Python slice semantics, as in the authors' loader: an end past the last frame stops at the last frame.
-            start, end = int(caption.start * format.fps), int(caption.end * format.fps)
+            fps = format.caption_fps or format.fps
+            start, end = int(caption.start * fps), int(caption.end * fps)
             clip_frames = len(range(num_frames)[start:end])
+            # A sub-clip is never longer than its motion, which already passed the upper bound.
             if clip_frames < format.min_length:
                 report.subclips_too_short += 1
-                continue
-            if clip_frames >= format.max_length:
-                report.subclips_too_long += 1
                 continue
             item_id = f"{motion_id}:{line_number}"
             items.append(MotionItem(item_id, motion_id, str(motion_path), start, start + clip_frames, (caption,), stamp))
