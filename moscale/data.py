@@ -82,6 +82,8 @@ FOLDER_FORMATS = {HUMANML3D_FORMAT.name: HUMANML3D_FORMAT, KIT_ML_FORMAT.name: K
 
 UNIT_LENGTH = 4
 MAX_MOTION_LENGTH = 196
+# Part of the Arrow cache key: bump it when the generated columns change, so that old caches are not reused.
+_CACHE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -405,7 +407,7 @@ def load_motion_dataset(
     if streaming:
         return IterableDataset.from_generator(_generate_items, features=features, gen_kwargs=gen_kwargs)
     fingerprint = hashlib.sha256(
-        json.dumps([index.format.name, index.format.feature_dim, records], sort_keys=True).encode()
+        json.dumps([_CACHE_VERSION, index.format.name, index.format.feature_dim, records], sort_keys=True).encode()
     ).hexdigest()[:32]
     try:
         return Dataset.from_generator(
@@ -539,6 +541,28 @@ class MotionTransform:
             out["caption"].append(captions[choice])
             out["tokens"].append(list(tokens[choice]))
         return out
+
+
+class TransformedMotionDataset(torch.utils.data.Dataset):
+    """A map-style dataset of raw items seen through a `MotionTransform`, for a torch DataLoader.
+
+    Same items as ``dataset.with_transform(transform)``, but rows are read in numpy format: a ``with_transform``
+    dataset converts every motion through Python lists first, which dominates the loading time.
+    """
+
+    def __init__(self, dataset: Dataset, transform: MotionTransform):
+        self.rows = dataset.with_format("numpy", columns=["motion"], output_all_columns=True)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        batch = self.transform(self.rows[indices])
+        return [{key: values[row] for key, values in batch.items()} for row in range(len(indices))]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.__getitems__([index])[0]
 
 
 @dataclass

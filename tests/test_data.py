@@ -15,6 +15,7 @@ from moscale.data import (
     MotionDataError,
     MotionFolderFormat,
     MotionTransform,
+    TransformedMotionDataset,
     index_motion_folder,
     load_mean_std,
     load_motion_dataset,
@@ -230,10 +231,17 @@ def test_transform_deterministic_crop_and_normalisation(tmp_path):
     root = make_folder(tmp_path / "hml", {"a": frames}, {"a": f"{WHOLE}\nsecond#second/ADJ#0.0#0.0"})
     mean, std = load_mean_std(root, 263)
     transform = MotionTransform(mean, std, random_crop=False, random_caption=False)
-    item = load(root, tmp_path).with_transform(transform)[0]
+    dataset = load(root, tmp_path)
+    item = dataset.with_transform(transform)[0]
     assert item["length"] == 120 and item["motion"].shape == (120, 263) and item["motion"].dtype == np.float32
     np.testing.assert_allclose(item["motion"], (frames[:120] - mean) / std, rtol=1e-6, atol=1e-6)
     assert item["caption"] == "a person walks forward" and item["tokens"][0] == "a/DET"
+    # The numpy-reading torch wrapper gives the same item.
+    wrapped = TransformedMotionDataset(dataset, transform)
+    assert len(wrapped) == 1
+    same = wrapped[0]
+    np.testing.assert_array_equal(same["motion"], item["motion"])
+    assert (same["length"], same["caption"], same["tokens"], same["id"]) == (120, item["caption"], item["tokens"], "a")
 
 
 def crop_offset(frames: np.ndarray, item: dict) -> int:
@@ -315,7 +323,7 @@ def test_dataloader_workers_are_seeded_and_differ(tmp_path):
     frames = motion(150)
     motions = {f"{i:06d}": frames for i in range(16)}
     root = make_folder(tmp_path / "hml", motions, {name: WHOLE for name in motions})
-    dataset = load(root, tmp_path).with_transform(MotionTransform(np.zeros(263), np.ones(263), seed=5))
+    dataset = TransformedMotionDataset(load(root, tmp_path), MotionTransform(np.zeros(263), np.ones(263), seed=5))
 
     def crops() -> list[list[tuple[int, int]]]:
         torch.manual_seed(0)
