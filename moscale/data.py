@@ -14,8 +14,10 @@ The work is split in three stages so that the Arrow cache holds raw, reusable da
    length rules and returns the list of items with a `FilterReport` (what was dropped and why).
 2. `load_motion_dataset` turns the index into a `datasets.Dataset` (or a streaming `IterableDataset`) of raw,
    un-normalised, un-cropped items; NaN/inf checks happen here, when the motion data is read.
-3. `MotionTransform` (used through ``dataset.with_transform`` or ``iterable.map(..., batched=True)``) picks a
-   caption, crops to a multiple of the unit length and normalises; `MotionCollator` pads a batch.
+3. `MotionTransform` picks a caption, crops to a multiple of the unit length and normalises, at read time (so
+   every epoch draws new crops): through `TransformedMotionDataset` (fast, numpy rows) or
+   ``dataset.with_transform`` for map-style data, ``iterable.map(transform, batched=True)`` when streaming.
+   `MotionCollator` pads a batch.
 """
 
 from __future__ import annotations
@@ -37,6 +39,30 @@ from datasets import Array2D, Dataset, Features, IterableDataset, List, NamedSpl
 from datasets.exceptions import DatasetGenerationError
 
 from .motion import HUMANML3D, KIT_ML, SkeletonSpec
+
+__all__ = [
+    "FOLDER_FORMATS",
+    "HUMANML3D_FORMAT",
+    "KIT_ML_FORMAT",
+    "MAX_MOTION_LENGTH",
+    "UNIT_LENGTH",
+    "Caption",
+    "FilterReport",
+    "MotionCollator",
+    "MotionDataError",
+    "MotionFolderFormat",
+    "MotionFolderIndex",
+    "MotionItem",
+    "MotionTransform",
+    "TransformedMotionDataset",
+    "index_motion_folder",
+    "load_mean_std",
+    "load_motion_dataset",
+    "motion_features",
+    "parse_caption_line",
+    "read_captions",
+    "read_split",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +137,9 @@ def _parse_time(value: str, what: str, path: Path, line_number: int) -> float:
     if math.isnan(seconds):
         return 0.0
     if seconds < 0 or math.isinf(seconds):
-        raise MotionDataError(f"{path}, line {line_number}: {what} time {value!r} must be a finite, non-negative number")
+        raise MotionDataError(
+            f"{path}, line {line_number}: {what} time {value!r} must be a finite, non-negative number of seconds"
+        )
     return seconds
 
 
@@ -315,7 +343,8 @@ def index_motion_folder(
                 report.subclips_too_short += 1
                 continue
             item_id = f"{motion_id}:{line_number}"
-            items.append(MotionItem(item_id, motion_id, str(motion_path), start, start + clip_frames, (caption,), stamp))
+            end_frame = start + clip_frames
+            items.append(MotionItem(item_id, motion_id, str(motion_path), start, end_frame, (caption,), stamp))
             report.subclip_items += 1
     return MotionFolderIndex(root=root, split=split, format=format, items=items, report=report)
 
@@ -400,7 +429,7 @@ def load_motion_dataset(
     index = index_motion_folder(root, split, format, missing_files=missing_files)
     logger.info("%s: %s", index.root, index.report.summary())
     if not index.items:
-        raise MotionDataError(f"{index.root}: split {split!r} has no item left after the length rules ({index.report.summary()})")
+        raise MotionDataError(f"{index.root}: no item left after the length rules ({index.report.summary()})")
     records = _item_records(index.items)
     features = motion_features(index.format.feature_dim)
     gen_kwargs = {"items": records}
@@ -516,7 +545,7 @@ class MotionTransform:
         """Frames kept from a clip of ``num_frames``: a multiple of the unit length (see the class docstring)."""
         units = num_frames // self.unit_length
         if units < 1:
-            raise MotionDataError(f"a clip of {num_frames} frames is shorter than one unit of {self.unit_length} frames")
+            raise MotionDataError(f"a clip of {num_frames} frames is shorter than one unit ({self.unit_length} frames)")
         if self.random_crop and self.unit_length < 10 and units > 1 and (rng or self._generator()).random() < 1 / 3:
             units -= 1
         return units * self.unit_length

@@ -1,3 +1,4 @@
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -98,7 +99,7 @@ def test_whole_motion_and_subclip_items(tmp_path):
     np.testing.assert_array_equal(rows["000001:5"]["motion"], frames[60:120])
 
 
-def test_length_rules_drop_only_out_of_range_clips(tmp_path):
+def test_length_rules_drop_only_out_of_range_clips(tmp_path, caplog):
     motions = {"short": motion(39), "min": motion(40), "max": motion(199), "long": motion(200), "sub": motion(150)}
     texts = {name: WHOLE for name in motions}
     # The 200-frame motion has a valid 60-frame sub-clip: the authors drop it with its motion, and so do we.
@@ -113,7 +114,13 @@ def test_length_rules_drop_only_out_of_range_clips(tmp_path):
     assert (report.subclips_too_short, report.motions_with_only_subclip_captions) == (1, 1)
     assert report.items == 3
     assert "3 items" in report.summary()
-    assert sorted(load(root, tmp_path)["length"]) == [40, 60, 199]
+    with caplog.at_level(logging.INFO, logger="moscale.data"):
+        assert sorted(load(root, tmp_path)["length"]) == [40, 60, 199]
+    assert report.summary() in caplog.text  # the counts are logged when a dataset is loaded
+
+    (root / "train.txt").write_text("short\nlong\n")
+    with pytest.raises(MotionDataError, match="no item left after the length rules"):
+        load(root, tmp_path)
 
 
 def test_kit_ml_format(tmp_path):
