@@ -172,6 +172,9 @@ def test_wrong_feature_size_and_non_finite_values(tmp_path):
     np.save(root / "new_joint_vecs" / "a.npy", motion(60)[:, :, None])
     with pytest.raises(MotionDataError, match=r"\(60, 263, 1\)"):
         index_motion_folder(root, "train")
+    (root / "new_joint_vecs" / "a.npy").write_bytes(b"not an npy file")
+    with pytest.raises(MotionDataError, match=r"a\.npy: not a readable numeric \.npy array"):
+        index_motion_folder(root, "train")
 
     bad = motion(60)
     bad[17, 5] = np.nan
