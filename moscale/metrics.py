@@ -25,6 +25,31 @@ import numpy as np
 import torch
 from scipy import linalg
 
+__all__ = [
+    "CONFIDENCE_Z",
+    "MULTIMODALITY_TIMES",
+    "PROTOCOL_BATCH_SIZE",
+    "R_PRECISION_TOP_K",
+    "RandomSource",
+    "activation_statistics",
+    "as_random_source",
+    "confidence_interval",
+    "cosine_similarity_matrix",
+    "diversity",
+    "diversity_times",
+    "draw_indices",
+    "euclidean_distance_matrix",
+    "fid",
+    "frechet_distance",
+    "matching_score",
+    "matching_trace",
+    "multimodality",
+    "r_precision",
+    "r_precision_counts",
+    "t2m_metrics",
+    "top_k_hits",
+]
+
 RandomSource = int | np.random.RandomState | np.random.Generator | torch.Generator
 
 PROTOCOL_BATCH_SIZE = 32

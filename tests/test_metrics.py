@@ -37,7 +37,8 @@ def assert_rel(actual, expected, rtol=RTOL):
 def assert_close_to_scale(actual, expected, rtol=RTOL):
     """Elementwise, relative to the array's largest magnitude: entries near 0 have no meaningful relative error."""
     expected = np.asarray(expected, dtype=np.float64)
-    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), expected, rtol=0, atol=rtol * np.abs(expected).max())
+    atol = rtol * np.abs(expected).max()
+    np.testing.assert_allclose(np.asarray(actual, dtype=np.float64), expected, rtol=0, atol=atol)
 
 
 def batch0(case):
