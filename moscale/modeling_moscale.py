@@ -763,41 +763,52 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         return torch.cat(feats, dim=2).transpose(1, 2)
 
     def corrupt_tokens(
-        self, clean_ids: torch.LongTensor, generator: torch.Generator | None = None
+        self,
+        clean_ids: torch.LongTensor,
+        generator: torch.Generator | None = None,
+        augment_rate: float | None = None,
     ) -> tuple[torch.LongTensor, torch.LongTensor]:
         """The authors' training corruption of clean ids (B, L) (PAD_ID beyond lengths) -> (input_ids, labels).
 
         Per sample a cosine-scheduled count round(L * cos(pi/2 * u)) (>= 1, L counting padded positions) of random
-        valid positions become targets; of those, a `bert_replace_prob` share get a random code, a `bert_mask_prob`
-        share get MASK_ID and the rest keep their code. Then a per-batch rate r ~ U(mask_augment_range) of all
-        valid non-[MASK] positions get random codes too. Labels hold the clean id at targets and MASK_ID elsewhere.
+        positions is drawn, and the valid ones become targets. Of the targets, a `bert_replace_prob` share get a
+        random code, a `bert_mask_prob` share get MASK_ID and the rest keep their code. Then a per-batch rate
+        r ~ U(mask_augment_range) (or `augment_rate`) of all valid non-[MASK] positions get random codes too.
+        Labels hold the clean id at targets and MASK_ID elsewhere.
+
+        The torch draws happen in the authors' order with the same ops, so with the global generator seeded as theirs
+        and `augment_rate` taken from their Python `random` stream the result is identical to their forward.
         """
         config = self.config
         device = clean_ids.device
         batch, length = clean_ids.shape
 
-        def rand(*shape):
-            return torch.rand(shape, generator=generator, device=device)
-
-        def random_codes():
+        def random_codes() -> torch.Tensor:
             return torch.randint(0, config.num_codes, (batch, length), generator=generator, device=device)
 
+        def random_subset(mask: torch.Tensor, prob: float) -> torch.Tensor:
+            return torch.bernoulli(mask.float(), p=prob, generator=generator).bool() & mask
+
         valid = clean_ids != PAD_ID
-        n_targets = (length * cosine_mask_ratio(rand(batch))).round().clamp(min=1)
-        rank = rand(batch, length).argsort(dim=-1)
+        times = torch.rand((batch,), generator=generator, device=device)
+        n_targets = (length * cosine_mask_ratio(times)).round().clamp(min=1)
+        rank = torch.rand((batch, length), generator=generator, device=device).argsort(dim=-1)
         target = (rank < n_targets[:, None]) & valid
         labels = torch.where(target, clean_ids, MASK_ID)
 
-        replaced = target & (rand(batch, length) < config.bert_replace_prob)
+        replaced = random_subset(target, config.bert_replace_prob)
         input_ids = torch.where(replaced, random_codes(), clean_ids)
-        masked = target & ~replaced & (rand(batch, length) < config.bert_mask_prob / (1 - config.bert_replace_prob))
+        masked = random_subset(target & ~replaced, config.bert_mask_prob / (1 - config.bert_replace_prob))
         input_ids = torch.where(masked, MASK_ID, input_ids)
 
         low, high = config.mask_augment_range
-        if high > 0:
-            rate = low + (high - low) * rand()
-            augmented = (rand(batch, length) < rate) & valid & ~masked
-            input_ids = torch.where(augmented, random_codes(), input_ids)
+        if high > 0 or augment_rate is not None:
+            codes = random_codes()
+            if augment_rate is None:
+                augment_rate = low + (high - low) * torch.rand((), generator=generator, device=device).item()
+            draw = torch.rand((batch, length), generator=generator, device=device)
+            augmented = (draw < augment_rate) & valid & ~masked
+            input_ids = torch.where(augmented, codes, input_ids)
         return input_ids, labels
 
     def sample_text_dropout(

@@ -232,7 +232,7 @@ class GatedAttentionBlock(nn.Module):
         self.v_proj = nn.Linear(width, width)
         self.gate_proj = nn.Linear(width, self.num_heads)
         self.out_proj = nn.Linear(width, width)
-        self.attention_dropout = config.attention_dropout
+        self.weights_dropout = nn.Dropout(config.attention_dropout)
         self.norm2 = nn.LayerNorm(width)
         hidden = width * config.attention_ffn_ratio
         self.ffn = nn.Sequential(
@@ -255,9 +255,10 @@ class GatedAttentionBlock(nn.Module):
         k_BHTd = rotate_half_rope(heads(self.k_proj(normed_BTW)))
         v_BHTd = heads(self.v_proj(normed_BTW))
         key_mask_B11T = lengths_to_mask(lengths_B, length)[:, None, None, :]
-        attn_BHTd = F.scaled_dot_product_attention(
-            q_BHTd, k_BHTd, v_BHTd, attn_mask=key_mask_B11T, dropout_p=self.attention_dropout if self.training else 0.0
-        )
+        # Explicit softmax + dropout module (not SDPA) so training draws the same dropout masks as the authors' code.
+        scores_BHTT = (q_BHTd @ k_BHTd.transpose(-2, -1)) * q_BHTd.shape[-1] ** -0.5
+        weights_BHTT = self.weights_dropout(scores_BHTT.masked_fill(~key_mask_B11T, float("-inf")).softmax(dim=-1))
+        attn_BHTd = weights_BHTT @ v_BHTd
         attn_BHTd = attn_BHTd * torch.sigmoid(self.gate_proj(normed_BTW)).transpose(1, 2)[..., None]
         x_BTW = x_BTW + self.out_proj(attn_BHTd.transpose(1, 2).reshape(batch, length, width))
         x_BTW = x_BTW + self.ffn(self.norm2(x_BTW))
