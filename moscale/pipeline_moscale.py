@@ -700,6 +700,8 @@ class MoScalePipeline(DiffusionPipeline):
             guidance_scale, refinement_steps, top_p, top_k, temperature, num_motions_per_prompt, output_type, generator
         )
         prompts = self._check_prompt(prompt, prompt_embeds)
+        if prompt_attention_mask is not None and prompt_embeds is None:
+            raise ValueError("prompt_attention_mask goes with prompt_embeds; with a prompt the tokenizer makes the mask")
         device = self._execution_device
         editing = source_motion is not None
         if not editing and (edit_mask is not None or edit_spans is not None):

@@ -288,6 +288,7 @@ def test_save_load_round_trip_gives_identical_samples(pipe, tmp_path):
         ({"output_type": "pil"}, "output_type"),
         ({"generator": [torch.Generator()]}, "one torch.Generator"),
         ({"edit_mask": np.ones(80, dtype=bool)}, "need a source_motion"),
+        ({"prompt_attention_mask": torch.ones(1, 20)}, "goes with prompt_embeds"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(pipe, kwargs, message):
@@ -404,3 +405,40 @@ def test_the_scale_loop_never_reads_tensors_back_to_the_host(pipe, monkeypatch):
     pipe.decode_tokens(out.tokens, out.lengths)
     inside_loop.clear()
     assert [name for name, _ in host_reads] == ["__int__"]
+
+
+# ------------------------------------------------------------------------------------------------- measurement
+def measure_sampling_speed(batch: int = 1, repeats: int = 3) -> None:
+    """Print cached vs uncached sampling time of a paper-size random model (docs/pipeline.md):
+    `python tests/test_pipeline_moscale.py`. Text features are random: only the transformer and sampler are timed."""
+    import time
+
+    torch.manual_seed(0)
+    pipe = MoScalePipeline(
+        MoScaleVQModel(MoScaleVQConfig()).eval(), MoScaleForTextToMotion(MoScaleConfig()).eval()
+    )
+    pipe.set_progress_bar_config(disable=True)
+    states = torch.randn(batch, 20, pipe.transformer.config.text_dim)
+    mask = torch.ones(batch, 20, dtype=torch.long)
+    pipe(prompt_embeds=states, prompt_attention_mask=mask, num_frames=196, output_type="latent")  # warm-up
+    for use_cache in (True, False):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            pipe(
+                prompt_embeds=states,
+                prompt_attention_mask=mask,
+                num_frames=196,
+                output_type="latent",
+                use_cache=use_cache,
+                generator=gen(),
+            )
+            times.append(time.perf_counter() - start)
+        print(
+            f"use_cache={use_cache}: best of {repeats} = {min(times):.2f} s for {batch} motion(s) of 196 frames, "
+            f"refinement (1, 2, 5, 10), CFG, {torch.get_num_threads()} CPU threads"
+        )
+
+
+if __name__ == "__main__":
+    measure_sampling_speed()

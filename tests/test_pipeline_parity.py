@@ -139,3 +139,38 @@ def test_the_cache_is_used_on_refinement_steps(pipe, tensors, monkeypatch):
         expected.append((first, k >= 2))
         expected += [(size, k >= 1)] * (n - 1)
     assert fed_lengths == expected
+
+
+def report() -> None:
+    """Print the parity numbers quoted in docs/pipeline.md: `python tests/test_pipeline_parity.py`."""
+    tensors = load_file(FIXTURE / "tensors.safetensors")
+    paths = META["checkpoints"]
+    vq_model, transformer = convert_original_checkpoint(
+        FIXTURE / paths["vq"]["path"],
+        FIXTURE / paths["vq_yaml"],
+        FIXTURE / paths["moscale"]["path"],
+        FIXTURE / paths["moscale_yaml"],
+    )
+    pipeline = MoScalePipeline(vq_model, transformer)
+    pipeline.set_progress_bar_config(disable=True)
+    lengths = tensors["input.motion_lengths"].tolist()
+    for tag in TAGS:
+        step_logits = []
+        out = generate(pipeline, tensors, tag, use_cache=True, step_logits=step_logits)
+        schedule = META["gen"][tag]["sample_level_times"]
+        steps = [(k, s) for k, n in enumerate(schedule) for s in range(n)]
+        worst_logit = max(
+            (logits - tensors[f"gen.{tag}.step.l{k}.s{s}.cfg_logits"]).abs().max().item()
+            for (k, logits), (_, s) in zip(step_logits, steps)
+        )
+        ref = tensors[f"gen.{tag}.motion"]
+        worst_motion = max((out.features[b, :n] - ref[b, :n]).abs().max().item() for b, n in enumerate(lengths))
+        same = all(torch.equal(out.tokens[k], tensors[f"gen.{tag}.ids.scale{k}"]) for k in range(len(schedule)))
+        print(
+            f"{FIXTURE.name} {tag}: tokens identical {same}; worst step logit diff {worst_logit:.2g}; "
+            f"worst motion diff {worst_motion:.2g} (motion max {ref.abs().max().item():.1f})"
+        )
+
+
+if __name__ == "__main__":
+    report()
