@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
 __all__ = ["MoScaleLengthEstimator", "MoScaleLengthEstimatorConfig", "MoScaleLengthEstimatorOutput"]
@@ -151,3 +151,7 @@ class MoScaleLengthEstimator(PreTrainedModel):
             return self.classes_to_frames(logits_BK.argmax(dim=-1))
         probs_BK = logits_BK.softmax(dim=-1).to(generator.device)
         return self.classes_to_frames(torch.multinomial(probs_BK, 1, generator=generator)[:, 0]).to(logits_BK.device)
+
+
+AutoConfig.register(MoScaleLengthEstimatorConfig.model_type, MoScaleLengthEstimatorConfig, exist_ok=True)
+AutoModel.register(MoScaleLengthEstimatorConfig, MoScaleLengthEstimator, exist_ok=True)

@@ -844,7 +844,8 @@ class MoScalePipeline(DiffusionPipeline):
         if len(frames) != len(prompts):
             raise ValueError(f"num_frames has {len(frames)} entries for {len(prompts)} segments")
         unit, window = self.vq_model.config.unit_length, self.vq_model.config.max_motion_length
-        for key in ("prompt", "num_frames", "source_motion", "edit_mask", "edit_spans", "source_start", "output_type"):
+        own_keys = ("prompt", "prompt_embeds", "prompt_attention_mask", "num_frames", "source_motion", "edit_mask")
+        for key in own_keys + ("edit_spans", "source_start", "output_type"):
             if key in kwargs:
                 raise ValueError(f"generate_long sets {key} itself; pass prompts, num_frames and overlap_frames")
         if overlap_frames % unit or not 0 < overlap_frames < window:

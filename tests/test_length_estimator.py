@@ -40,6 +40,17 @@ def pipe_and_estimator(single_thread):
     return pipe, estimator.eval(), (states, mask), (first_loss, loss.item())
 
 
+def test_auto_classes_know_the_estimator(tmp_path):
+    from transformers import AutoModel
+
+    estimator = MoScaleLengthEstimator(MoScaleLengthEstimatorConfig(text_dim=8, hidden_size=8)).eval()
+    estimator.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(loaded, MoScaleLengthEstimator)
+    states, mask = torch.randn(2, 5, 8), torch.ones(2, 5)
+    assert torch.equal(loaded(states, mask).logits, estimator(states, mask).logits)
+
+
 def test_classes_cover_the_accepted_lengths():
     estimator = MoScaleLengthEstimator(MoScaleLengthEstimatorConfig(text_dim=8, hidden_size=8))
     assert estimator.config.num_classes == (196 - 40) // 4 + 1

@@ -187,6 +187,14 @@ def test_batched_edit_with_per_prompt_masks(pipe, source):
     assert torch.allclose(out.features[1, :80], source[:80], atol=1e-5)
 
 
+def test_several_motions_per_prompt_share_the_source(pipe, source):
+    out = pipe(["a", "b"], num_frames=168, source_motion=source, edit_spans=[(3.0, 5.0)], num_motions_per_prompt=2,
+               generator=gen())
+    assert out.features.shape[0] == 4
+    assert torch.allclose(out.features[:, :50], source[None, :50].expand(4, -1, -1), atol=1e-5)
+    assert not torch.equal(out.features[0, 60:100], out.features[1, 60:100])
+
+
 # ------------------------------------------------------------------------------------------------ bad inputs
 @pytest.mark.parametrize(
     ("kwargs", "message"),
