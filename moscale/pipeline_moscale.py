@@ -170,7 +170,7 @@ class MoScalePipelineOutput(BaseOutput):
     features: torch.Tensor | np.ndarray | None = None
     joints: torch.Tensor | np.ndarray | None = None
     lengths: torch.Tensor | np.ndarray | None = None
-    tokens: tuple[torch.Tensor, ...] | None = None
+    tokens: tuple[torch.Tensor | np.ndarray, ...] | None = None
 
 
 # ----------------------------------------------------------------------------------------------------- pipeline
@@ -783,7 +783,8 @@ class MoScalePipeline(DiffusionPipeline):
                 )
             return [extent] * batch
         if self.length_estimator is not None:
-            return self.length_estimator.predict_num_frames(states_BST, mask_BS).tolist()
+            estimator = self.length_estimator
+            return estimator.predict_num_frames(states_BST.to(estimator.dtype), mask_BS).tolist()
         return [self.config.default_num_frames] * batch
 
     # ------------------------------------------------------------------------------------------------- outputs
