@@ -43,6 +43,11 @@ def tensors():
 
 @pytest.fixture(scope="module")
 def pipe():
+    return build_pipeline()
+
+
+def build_pipeline() -> MoScalePipeline:
+    """The pipeline from the fixture's official checkpoints, converted by our converter; no text encoder."""
     paths = META["checkpoints"]
     vq_model, transformer = convert_original_checkpoint(
         FIXTURE / paths["vq"]["path"],
@@ -50,7 +55,9 @@ def pipe():
         FIXTURE / paths["moscale"]["path"],
         FIXTURE / paths["moscale_yaml"],
     )
-    pipeline = MoScalePipeline(vq_model, transformer)
+    # The authors' sampler takes any length whose coarsest scale has a token; so does the parity pipeline.
+    shortest = vq_model.config.unit_length * vq_model.config.scales[0]
+    pipeline = MoScalePipeline(vq_model, transformer, min_num_frames=shortest)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
 
@@ -144,15 +151,7 @@ def test_the_cache_is_used_on_refinement_steps(pipe, tensors, monkeypatch):
 def report() -> None:
     """Print the parity numbers quoted in docs/pipeline.md: `python tests/test_pipeline_parity.py`."""
     tensors = load_file(FIXTURE / "tensors.safetensors")
-    paths = META["checkpoints"]
-    vq_model, transformer = convert_original_checkpoint(
-        FIXTURE / paths["vq"]["path"],
-        FIXTURE / paths["vq_yaml"],
-        FIXTURE / paths["moscale"]["path"],
-        FIXTURE / paths["moscale_yaml"],
-    )
-    pipeline = MoScalePipeline(vq_model, transformer)
-    pipeline.set_progress_bar_config(disable=True)
+    pipeline = build_pipeline()
     lengths = tensors["input.motion_lengths"].tolist()
     for tag in TAGS:
         step_logits = []
