@@ -214,24 +214,15 @@ class MoScalePipeline(DiffusionPipeline):
             tokenizer=tokenizer,
             length_estimator=length_estimator,
         )
-        motion_dim = vq_model.config.motion_dim
-        if (motion_mean is None) != (motion_std is None):
-            raise ValueError("pass both motion_mean and motion_std, or neither")
-        if motion_mean is not None:
-            motion_mean = [float(v) for v in np.asarray(motion_mean, dtype=np.float64).reshape(-1)]
-            motion_std = [float(v) for v in np.asarray(motion_std, dtype=np.float64).reshape(-1)]
-            if len(motion_mean) != motion_dim or len(motion_std) != motion_dim:
-                raise ValueError(f"motion_mean and motion_std need {motion_dim} values (the tokenizer's motion_dim)")
-            if min(motion_std) <= 0:
-                raise ValueError("motion_std must be positive")
         self._check_component_sizes(vq_model, transformer)
+        motion_mean, motion_std = self._check_statistics(motion_mean, motion_std, vq_model.config.motion_dim)
         unit, max_frames = vq_model.config.unit_length, vq_model.config.max_motion_length
-        for name, value in (("default_num_frames", default_num_frames), ("min_num_frames", min_num_frames)):
-            if value % unit or not unit * vq_model.config.scales[0] <= value <= max_frames:
-                raise ValueError(
-                    f"{name}={value} must be a multiple of {unit} between {unit * vq_model.config.scales[0]} and "
-                    f"{max_frames}"
-                )
+        shortest = unit * vq_model.config.scales[0]  # the coarsest scale needs one token
+        for name, value in (("min_num_frames", min_num_frames), ("default_num_frames", default_num_frames)):
+            if value % unit or not shortest <= value <= max_frames:
+                raise ValueError(f"{name}={value} must be a multiple of {unit} between {shortest} and {max_frames}")
+        if default_num_frames < min_num_frames:
+            raise ValueError(f"default_num_frames ({default_num_frames}) is below min_num_frames ({min_num_frames})")
         if length_estimator is not None:
             est = length_estimator.config
             if est.unit_length != unit or est.max_motion_length > max_frames or est.min_num_frames < min_num_frames:
@@ -251,6 +242,21 @@ class MoScalePipeline(DiffusionPipeline):
             default_num_frames=default_num_frames,
             min_num_frames=min_num_frames,
         )
+
+    @staticmethod
+    def _check_statistics(motion_mean, motion_std, motion_dim: int) -> tuple[list[float] | None, list[float] | None]:
+        """Statistics as plain float lists (stored in model_index.json), or (None, None)."""
+        if (motion_mean is None) != (motion_std is None):
+            raise ValueError("pass both motion_mean and motion_std, or neither")
+        if motion_mean is None:
+            return None, None
+        mean = [float(v) for v in np.asarray(motion_mean, dtype=np.float64).reshape(-1)]
+        std = [float(v) for v in np.asarray(motion_std, dtype=np.float64).reshape(-1)]
+        if len(mean) != motion_dim or len(std) != motion_dim:
+            raise ValueError(f"motion_mean and motion_std need {motion_dim} values (the tokenizer's motion_dim)")
+        if min(std) <= 0:
+            raise ValueError("motion_std must be positive")
+        return mean, std
 
     @staticmethod
     def _check_component_sizes(vq_model: MoScaleVQModel, transformer: MoScaleForTextToMotion) -> None:

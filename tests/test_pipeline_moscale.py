@@ -303,6 +303,12 @@ def test_mismatched_components_are_rejected(pipe):
         MoScalePipeline(other_vq, pipe.transformer)
     with pytest.raises(ValueError, match="263 values"):
         MoScalePipeline(pipe.vq_model, pipe.transformer, motion_mean=[0.0] * 10, motion_std=[1.0] * 10)
+    with pytest.raises(ValueError, match="pass both"):
+        MoScalePipeline(pipe.vq_model, pipe.transformer, motion_mean=[0.0] * 263)
+    with pytest.raises(ValueError, match="min_num_frames=30 must be a multiple of 4 between 32 and 196"):
+        MoScalePipeline(pipe.vq_model, pipe.transformer, min_num_frames=30)
+    with pytest.raises(ValueError, match="below min_num_frames"):
+        MoScalePipeline(pipe.vq_model, pipe.transformer, default_num_frames=40, min_num_frames=60)
 
 
 def test_no_text_encoder_needs_prompt_embeds(pipe):
