@@ -365,6 +365,8 @@ class MoScalePipeline(DiffusionPipeline):
     def _check_num_frames(self, num_frames, batch: int) -> list[int] | None:
         if num_frames is None:
             return None
+        if isinstance(num_frames, (torch.Tensor, np.ndarray)):
+            num_frames = num_frames.tolist()
         frames = [num_frames] * batch if isinstance(num_frames, (int, np.integer)) else list(num_frames)
         if len(frames) != batch:
             raise ValueError(

@@ -153,6 +153,12 @@ def test_prompt_embeds_give_the_same_motion_as_the_prompt(pipe):
     assert torch.equal(a.features, b.features)
 
 
+def test_num_frames_as_a_tensor(pipe):
+    a = pipe(PROMPTS, num_frames=torch.tensor([80, 120]), generator=gen())
+    b = pipe(PROMPTS, num_frames=np.array([80, 120]), generator=gen())
+    assert a.lengths.tolist() == [80, 120] and torch.equal(a.features, b.features)
+
+
 def test_num_motions_per_prompt_is_prompt_major(pipe):
     out = pipe(PROMPTS, num_frames=[80, 120], num_motions_per_prompt=2, generator=gen())
     assert out.lengths.tolist() == [80, 80, 120, 120]
