@@ -191,7 +191,8 @@ class MoScalePipeline(DiffusionPipeline):
         min_num_frames: shortest accepted `num_frames` (HumanML3D clips are 40..196 frames).
     """
 
-    model_cpu_offload_seq = "text_encoder->transformer->vq_model"
+    # No `model_cpu_offload_seq`: the sampler calls the tokenizer's quantizer between transformer steps (not through
+    # `forward`), which offload hooks would not move to the device. `enable_model_cpu_offload` therefore refuses.
     _optional_components = ["text_encoder", "tokenizer", "length_estimator"]
 
     def __init__(
