@@ -593,6 +593,10 @@ class MoScaleVQModel(MoScaleVQPreTrainedModel):
 
     def codes_to_f_hat(self, codes: Sequence[torch.Tensor]) -> torch.Tensor:
         """Per-scale ids, coarse to fine, -> f_hat (B, C, T): the sum of every scale's upsampled code vectors."""
+        return self.codes_to_f_hat_per_scale(codes)[-1]
+
+    def codes_to_f_hat_per_scale(self, codes: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Per-scale ids, coarse to fine, -> the accumulated f_hat (B, C, T) after each scale."""
         if len(codes) != len(self.config.scales):
             raise ValueError(f"expected codes for {len(self.config.scales)} scales, got {len(codes)}")
         latent_length = codes[-1].shape[-1] * self.config.scales[-1]
@@ -603,7 +607,11 @@ class MoScaleVQModel(MoScaleVQPreTrainedModel):
                 )
             if bool((idx >= self.config.num_codes).any()) or bool((idx < PAD_ID).any()):
                 raise ValueError(f"code ids must be in [-1, {self.config.num_codes - 1}] (-1 = PAD)")
-        return sum(self.scale_contribution(idx, latent_length) for idx in codes)
+        f_hats, f_hat_BCT = [], 0
+        for idx_BL in codes:
+            f_hat_BCT = f_hat_BCT + self.scale_contribution(idx_BL, latent_length)
+            f_hats.append(f_hat_BCT)
+        return tuple(f_hats)
 
     def scale_contribution(self, idx_BL: torch.Tensor, latent_length: int | None = None) -> torch.Tensor:
         """One scale's ids (B, L) -> their (B, C, T) contribution to f_hat (PAD_ID positions contribute zero)."""

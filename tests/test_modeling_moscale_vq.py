@@ -70,6 +70,8 @@ def test_encode_shapes_and_padding():
         assert bool((codes[valid] >= 0).all()) and bool((codes[valid] < 16).all())
     assert len(out.f_hat_per_scale) == 4 and all(f.shape == (2, 8, 16) for f in out.f_hat_per_scale)
     torch.testing.assert_close(model.codes_to_f_hat(out.codes), out.f_hat_per_scale[-1])
+    for ours, reference in zip(model.codes_to_f_hat_per_scale(out.codes), out.f_hat_per_scale):
+        torch.testing.assert_close(ours, reference)
     # Linear upsampling spills slightly past a length (as in the authors' code); decode zeroes f_hat there.
     f_hat = out.f_hat_per_scale[-1]
     noisy = f_hat.clone()
