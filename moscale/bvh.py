@@ -545,3 +545,222 @@ def features_to_bvh(features, path: str | Path, fps: float = 20.0, units_per_met
     if features.ndim != 2 or features.shape[1] != HUMANML3D.feature_dim:
         raise ValueError(f"features must have shape (T, {HUMANML3D.feature_dim}), got {features.shape}")
     return joints_to_bvh(recover_from_ric(features.astype(np.float32)), path, fps, units_per_metre)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# BVH files + captions -> a HumanML3D-layout training folder.
+
+
+def bvh_to_features(bvh: str | Path | BvhMotion, **import_options) -> np.ndarray:
+    """BVH file -> HumanML3D features (T - 1, 263) float32, from the T joint frames of `load_bvh_joints`."""
+    return features_from_joints(load_bvh_joints(bvh, **import_options))
+
+
+def read_captions(path: str | Path) -> dict[str, list[tuple[str, float, float]]]:
+    """Read a captions file: one caption a line, `name<TAB>caption` or `name<TAB>caption<TAB>start<TAB>end`.
+
+    `name` is the BVH file name without `.bvh`; a clip may have several lines. `start`/`end` (seconds) caption
+    only that part of the clip, as in HumanML3D (0 0: the whole clip). Blank lines and lines starting with '#'
+    are skipped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"captions file not found: {path}")
+    captions: dict[str, list[tuple[str, float, float]]] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.rstrip("\n").split("\t")
+        if len(fields) not in (2, 4) or not fields[0].strip() or not fields[1].strip():
+            raise ValueError(f"{path}, line {number}: expected 'name<TAB>caption' or 'name<TAB>caption<TAB>start"
+                             f"<TAB>end' (tab-separated), got {line!r}")
+        if "#" in fields[1]:
+            raise ValueError(f"{path}, line {number}: captions may not contain '#', the HumanML3D field separator")
+        try:
+            start, end = (float(fields[2]), float(fields[3])) if len(fields) == 4 else (0.0, 0.0)
+        except ValueError:
+            raise ValueError(f"{path}, line {number}: start and end must be seconds, got {fields[2:]}") from None
+        captions.setdefault(fields[0].strip(), []).append((fields[1].strip(), start, end))
+    if not captions:
+        raise ValueError(f"{path} holds no captions")
+    return captions
+
+
+def _text_line(caption: str, start: float, end: float) -> str:
+    # HumanML3D stores word/POS-tag pairs for the T2M evaluator; without a tagger every word gets the catch-all
+    # tag OTHER of the evaluator's POS vocabulary. MoScale training reads only the caption.
+    words = re.findall(r"[a-z0-9']+", caption.lower())
+    return f"{caption}#{' '.join(f'{w}/OTHER' for w in words)}#{start}#{end}"
+
+
+def feature_mean_std(features: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Dataset Mean/Std (263,) as HumanML3D computes them: per-dimension mean, and a standard deviation averaged
+    within each feature group (root rotation velocity, root xz velocity, root height, positions, rotations,
+    velocities, foot contacts), so that normalisation keeps each group's internal proportions."""
+    stacked = np.concatenate(features, axis=0).astype(np.float64)
+    mean, std = stacked.mean(axis=0), stacked.std(axis=0)
+    joints = HUMANML3D.joints_num
+    bounds = [0, 1, 3, 4, 4 + (joints - 1) * 3, 4 + (joints - 1) * 9, 4 + (joints - 1) * 9 + joints * 3,
+              HUMANML3D.feature_dim]
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        std[start:stop] = std[start:stop].mean()
+    if (std == 0).any():
+        raise ValueError("a feature group has zero variance over the whole dataset (too few or static clips): "
+                         "add more motion before training")
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def _bvh_files(inputs: list[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files.extend(sorted(item.glob("*.bvh")))
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise FileNotFoundError(f"no such BVH file or folder: {item}")
+    if not files:
+        raise ValueError(f"no .bvh files in {[str(i) for i in inputs]}")
+    stems = [f.stem for f in files]
+    duplicates = sorted({s for s in stems if stems.count(s) > 1})
+    if duplicates:
+        raise ValueError(f"several BVH files share the names {duplicates}; clip names must be unique")
+    return files
+
+
+def build_dataset(
+    bvh_inputs: list[str | Path],
+    captions_path: str | Path,
+    out_dir: str | Path,
+    val_fraction: float = 0.0,
+    test_fraction: float = 0.0,
+    seed: int = 0,
+    **import_options,
+) -> dict[str, list[str]]:
+    """Convert BVH files and their captions into a HumanML3D-layout folder.
+
+    Writes `new_joint_vecs/<name>.npy` (T, 263), `new_joints/<name>.npy` (T, 22, 3), `texts/<name>.txt`,
+    `Mean.npy`, `Std.npy` and the split lists `train.txt`, `val.txt`, `test.txt`, `all.txt`.
+
+    Args:
+        bvh_inputs: BVH files and/or folders of them; a clip's name is its file name without `.bvh`.
+        captions_path: captions file (see `read_captions`); every clip needs at least one caption.
+        out_dir: output folder (created; existing files of the same names are replaced).
+        val_fraction, test_fraction: shares of clips drawn (with `seed`) for the validation and test lists.
+        import_options: `mapping`, `scale`, `up_axis` for `load_bvh_joints`.
+
+    Returns:
+        The split lists, by split name.
+    """
+    if not (0.0 <= val_fraction and 0.0 <= test_fraction and val_fraction + test_fraction < 1.0):
+        raise ValueError(f"val_fraction and test_fraction must be >= 0 and sum to < 1, got {val_fraction}, "
+                         f"{test_fraction}")
+    files = _bvh_files(bvh_inputs)
+    captions = read_captions(captions_path)
+    names = [f.stem for f in files]
+    uncaptioned = [n for n in names if n not in captions]
+    unknown = sorted(set(captions) - set(names))
+    if uncaptioned or unknown:
+        raise ValueError(f"captions and BVH files do not match: clips without a caption {uncaptioned}, captions "
+                         f"for missing clips {unknown}")
+    out_dir = Path(out_dir)
+    for folder in ("new_joint_vecs", "new_joints", "texts"):
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
+    all_features = []
+    for path, name in zip(files, names):
+        try:
+            features = bvh_to_features(path, **import_options)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from error
+        np.save(out_dir / "new_joint_vecs" / f"{name}.npy", features)
+        np.save(out_dir / "new_joints" / f"{name}.npy", recover_from_ric(features))
+        lines = [_text_line(*caption) for caption in captions[name]]
+        (out_dir / "texts" / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        all_features.append(features)
+    mean, std = feature_mean_std(all_features)
+    np.save(out_dir / "Mean.npy", mean)
+    np.save(out_dir / "Std.npy", std)
+
+    shuffled = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    num_val, num_test = int(len(names) * val_fraction), int(len(names) * test_fraction)
+    splits = {"val": sorted(shuffled[:num_val]), "test": sorted(shuffled[num_val:num_val + num_test]),
+              "train": sorted(shuffled[num_val + num_test:]), "all": sorted(names)}
+    for split, members in splits.items():
+        (out_dir / f"{split}.txt").write_text("".join(f"{m}\n" for m in members), encoding="utf-8")
+    return splits
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line.
+
+
+def _scale_arg(text: str) -> float | str:
+    return text if text == "auto" else float(text)
+
+
+def _add_import_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mapping", default=None,
+                        help=f"joint mapping: {', '.join(JOINT_MAPPINGS)} or a JSON file (default: detect)")
+    parser.add_argument("--scale", type=_scale_arg, default="auto",
+                        help="metres per file unit (0.01 for centimetres) or 'auto' (HumanML3D leg length)")
+    parser.add_argument("--up-axis", default="auto", help="the file's up axis: y, z, -z, ... or auto")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m moscale.bvh convert | export | build-dataset`."""
+    parser = argparse.ArgumentParser(prog="python -m moscale.bvh", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    convert = commands.add_parser("convert", help="BVH -> HumanML3D joints (T, 22, 3) or features (T-1, 263) .npy")
+    convert.add_argument("bvh")
+    convert.add_argument("output", help=".npy file to write")
+    convert.add_argument("--features", action="store_true", help="write 263-dim features instead of joints")
+    _add_import_options(convert)
+
+    export = commands.add_parser("export", help="HumanML3D joints or features .npy -> BVH")
+    export.add_argument("motion", help=".npy of joints (T, 22, 3) or un-normalised features (T, 263)")
+    export.add_argument("output", help=".bvh file to write")
+    export.add_argument("--fps", type=float, default=20.0)
+    export.add_argument("--units-per-metre", type=float, default=1.0, help="100 for centimetre rigs")
+
+    build = commands.add_parser("build-dataset", help="BVH files + captions -> HumanML3D-layout folder")
+    build.add_argument("bvh", nargs="+", help="BVH files and/or folders of them")
+    build.add_argument("--captions", required=True, help="tab-separated: name, caption[, start, end]")
+    build.add_argument("--out", required=True, help="output folder")
+    build.add_argument("--val-fraction", type=float, default=0.0)
+    build.add_argument("--test-fraction", type=float, default=0.0)
+    build.add_argument("--seed", type=int, default=0)
+    _add_import_options(build)
+
+    args = parser.parse_args(argv)
+    if args.command == "convert":
+        options = {"mapping": args.mapping, "scale": args.scale, "up_axis": args.up_axis}
+        array = bvh_to_features(args.bvh, **options) if args.features else load_bvh_joints(args.bvh, **options)
+        np.save(args.output, array.astype(np.float32))
+        print(f"wrote {args.output}: {array.shape}")
+    elif args.command == "export":
+        motion = np.load(args.motion)
+        if motion.ndim == 2:
+            features_to_bvh(motion, args.output, args.fps, args.units_per_metre)
+        else:
+            joints_to_bvh(motion, args.output, args.fps, args.units_per_metre)
+        print(f"wrote {args.output}: {len(motion)} frames at {args.fps:g} fps")
+    else:
+        splits = build_dataset(args.bvh, args.captions, args.out, args.val_fraction, args.test_fraction, args.seed,
+                               mapping=args.mapping, scale=args.scale, up_axis=args.up_axis)
+        print(f"wrote {args.out}: {len(splits['train'])} train, {len(splits['val'])} val, "
+              f"{len(splits['test'])} test clips")
+        outside = []
+        for name, captions in read_captions(args.captions).items():
+            num_frames = len(np.load(Path(args.out) / "new_joint_vecs" / f"{name}.npy"))
+            for caption, start, end in captions:
+                length = int(end * 20) - int(start * 20) if (start, end) != (0.0, 0.0) else num_frames
+                if not 40 <= length < 200:
+                    outside.append(f"{name} '{caption}' ({length} frames)")
+        if outside:
+            print("note: HumanML3D loaders keep motions of 40 to 199 frames (2 to 10 s), so these captions will be "
+                  f"skipped: {'; '.join(outside)}. Give start/end seconds for parts of long clips, or cut them.")
+
+
+if __name__ == "__main__":
+    main()
