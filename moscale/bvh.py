@@ -48,7 +48,10 @@ class BvhMotion:
 
     @property
     def fps(self) -> float:
-        return 1.0 / self.frame_time
+        """Frame rate; files write Frame Time with few digits (.0083333), so a rate within 0.01% of a whole
+        number is taken as that number."""
+        rate = 1.0 / self.frame_time
+        return float(round(rate)) if abs(rate - round(rate)) < 1e-4 * rate else rate
 
     @property
     def num_frames(self) -> int:
