@@ -75,9 +75,10 @@ class _SkeletonPanel:
     def __init__(self, ax, joints_TJ3: np.ndarray, caption: str, title_width: int, follow: bool | None = None):
         self.ax, self.joints = ax, joints_TJ3
         self.chains = skeleton_for(joints_TJ3.shape[1]).kinematic_chain
-        # Plot axes (x, z, y): matplotlib's vertical axis is its third one.
+        # Plot axes (x, -z, y): matplotlib's vertical axis is its third one, and flipping z keeps the turn proper
+        # (a plain swap would mirror left and right). HumanML3D bodies face +z, so towards the default camera.
         floor = joints_TJ3[..., 1].min()
-        self.points = joints_TJ3[..., [0, 2, 1]] - np.array([0.0, 0.0, floor])
+        self.points = joints_TJ3[..., [0, 2, 1]] * np.array([1.0, -1.0, 1.0]) - np.array([0.0, 0.0, floor])
         low, high = self.points.min(axis=(0, 1)), self.points.max(axis=(0, 1))
         top = high[2] * 1.05
         extent = (high - low)[:2].max()
@@ -150,6 +151,7 @@ def render_animation(
     fps: float = 20.0,
     panel_size: float = 3.2,
     dpi: int = 80,
+    step: int = 1,
 ) -> Path:
     """Animate one motion or several side by side into a .gif or .mp4 file.
 
@@ -159,8 +161,11 @@ def render_animation(
         captions: a caption or one per motion, shown as panel titles.
         fps: frames per second of the motions (HumanML3D: 20).
         panel_size: inches per panel (times `dpi` pixels).
+        step: draw every `step`-th frame (the playback speed stays right); 2 halves the size of a GIF.
     """
     path = Path(path)
+    if step < 1:
+        raise ValueError(f"step must be a positive integer, got {step}")
     if path.suffix.lower() not in (".gif", ".mp4"):
         raise ValueError(f"animation files must end in .gif or .mp4, got {path.name!r}")
     if fps <= 0:
@@ -177,12 +182,12 @@ def render_animation(
     try:
         if path.suffix.lower() == ".gif":
             # GIF frame durations are whole hundredths of a second; imageio takes milliseconds.
-            writer = imageio.get_writer(path, mode="I", duration=1000.0 / fps, loop=0)
+            writer = imageio.get_writer(path, mode="I", duration=1000.0 * step / fps, loop=0)
         else:
-            writer = imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=1,
+            writer = imageio.get_writer(path, fps=fps / step, codec="libx264", quality=7, macro_block_size=1,
                                         pixelformat="yuv420p")
         with writer:
-            for frame in range(num_frames):
+            for frame in range(0, num_frames, step):
                 for panel in panels:
                     panel.show(frame)
                 counter.set_text(f"{frame / fps:4.1f} s")
@@ -247,12 +252,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--caption", action="append", default=None, help="one per motion, in order")
     parser.add_argument("--fps", type=float, default=20.0)
     parser.add_argument("--keyframes", type=int, default=5, help="poses per row of a .png strip")
+    parser.add_argument("--panel-size", type=float, default=None, help="inches per panel")
+    parser.add_argument("--dpi", type=int, default=None, help="pixels per inch")
+    parser.add_argument("--step", type=int, default=1, help="animate every n-th frame (smaller GIF files)")
     args = parser.parse_args(argv)
     motions = [np.load(path) for path in args.motions]
+    size = {k: v for k, v in (("panel_size", args.panel_size), ("dpi", args.dpi)) if v is not None}
     if Path(args.out).suffix.lower() == ".png":
-        render_keyframes(motions, args.out, args.caption, args.keyframes, args.fps)
+        render_keyframes(motions, args.out, args.caption, args.keyframes, args.fps, **size)
     else:
-        render_animation(motions, args.out, args.caption, args.fps)
+        render_animation(motions, args.out, args.caption, args.fps, step=args.step, **size)
     print(f"wrote {args.out}")
 
 
