@@ -23,7 +23,14 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from .motion import HUMANML3D, HUMANML3D_BONE_LENGTHS, features_from_joints, qbetween, quaternion_to_matrix, recover_from_ric
+from .motion import (
+    HUMANML3D,
+    HUMANML3D_BONE_LENGTHS,
+    features_from_joints,
+    qbetween,
+    quaternion_to_matrix,
+    recover_from_ric,
+)
 
 _ROTATION_CHANNELS = {"Xrotation": "X", "Yrotation": "Y", "Zrotation": "Z"}
 _POSITION_CHANNELS = ("Xposition", "Yposition", "Zposition")

@@ -135,7 +135,7 @@ def test_parser_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="announces 3 frames"):
         read_bvh(short)
     odd = tmp_path / "odd.bvh"
-    odd.write_text(SMALL_BVH.replace("Xrotation Zrotation Yrotation\n    JOINT", "Wrotation Zrotation Yrotation\n    JOINT"))
+    odd.write_text(SMALL_BVH.replace("Zposition Xrotation", "Zposition Wrotation"))
     with pytest.raises(ValueError, match="unknown channels"):
         read_bvh(odd)
 

@@ -55,8 +55,11 @@ def test_gif_side_by_side_animates_each_motion(clip, tmp_path):
 def test_mp4_has_every_frame_at_the_motion_rate(clip, tmp_path):
     path = render_animation(clip[:10], tmp_path / "clip.mp4", captions="a person plays tennis", fps=20, **SMALL)
     reader = imageio_ffmpeg.read_frames(str(path))
-    meta = next(reader)
-    frames = list(reader)
+    try:
+        meta = next(reader)
+        frames = list(reader)
+    finally:
+        reader.close()
     assert meta["fps"] == 20.0 and len(frames) == 10
     assert meta["size"][0] % 2 == 0 and meta["size"][1] % 2 == 0
 
