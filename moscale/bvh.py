@@ -269,7 +269,8 @@ def _sided(limbs: dict[str, str]) -> dict[str, str]:
 
 JOINT_MAPPINGS: dict[str, dict[str, str | dict[str, float]]] = {
     # CMU mocap as converted by amc2bvh (31 joints: Hips, LHipJoint, LeftUpLeg, ..., LowerBack, Spine, Spine1,
-    # Neck, Neck1, Head, LeftShoulder, LeftArm, ...). Spine1 is the upper chest, Neck1 the base of the head.
+    # Neck, Neck1, Head, LeftShoulder, LeftArm, ...). Spine1 is the upper chest (Neck and LeftShoulder sit on it
+    # with zero offsets), Neck1 the middle of the neck.
     "cmu": {
         "pelvis": "Hips", "spine1": "Spine", "spine2": {"Spine": 0.5, "Spine1": 0.5}, "spine3": "Spine1",
         "neck": "Neck1", "head": "Head",
@@ -408,7 +409,7 @@ def load_bvh_joints(
     rest_K3 = weights_KJ @ motion.rest_positions()
     parents = np.array(HUMANML3D.parents)
     bone_lengths = np.linalg.norm(rest_K3[1:] - rest_K3[parents[1:]], axis=-1)
-    leg_length = bone_lengths[[3, 4, 6, 7]].sum() / 2.0  # knees and ankles (bones 4, 5, 7, 8 minus the root)
+    leg_length = bone_lengths[[3, 4, 6, 7]].sum() / 2.0  # the bones ending at the knees and ankles
     if bone_lengths.min() <= 1e-6 * leg_length:
         short = [HUMANML3D_JOINT_NAMES[j + 1] for j in np.flatnonzero(bone_lengths <= 1e-6 * leg_length)]
         raise ValueError(f"{where}: the mapping puts {short} on their parent joint (zero-length bones in the rest "

@@ -18,14 +18,12 @@ import textwrap
 from pathlib import Path
 
 import imageio.v2 as imageio
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
-matplotlib.use("Agg")  # files only: never open a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from mpl_toolkits.mplot3d.art3d import Poly3DCollection  # noqa: E402
-
-from .motion import recover_from_ric, skeleton_for  # noqa: E402
+from .motion import recover_from_ric, skeleton_for
 
 # Kinematic chains come in the order right leg, left leg, spine, right arm, left arm for both skeletons.
 _CHAIN_COLORS = ("#d62728", "#1f77b4", "#3a3a3a", "#d62728", "#1f77b4")
@@ -139,7 +137,14 @@ class _SkeletonPanel:
         self.walked.set_data_3d(walked[:, 0], walked[:, 1], np.zeros(len(walked)))
 
 
-def _figure_pixels(fig) -> np.ndarray:
+def _new_figure(width: float, height: float, dpi: int) -> Figure:
+    # A bare Figure on the Agg canvas draws into memory without touching pyplot's global state or backend.
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _figure_pixels(fig: Figure) -> np.ndarray:
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
@@ -172,30 +177,27 @@ def render_animation(
         raise ValueError(f"fps must be positive, got {fps}")
     motions = _as_motion_list(motions)
     captions = _captions(captions, len(motions))
-    fig = plt.figure(figsize=(panel_size * len(motions), panel_size + 0.3), dpi=dpi)
+    fig = _new_figure(panel_size * len(motions), panel_size + 0.3, dpi)
     panels = [_SkeletonPanel(fig.add_subplot(1, len(motions), i + 1, projection="3d"), joints, caption,
                              title_width=int(panel_size * 12))
               for i, (joints, caption) in enumerate(zip(motions, captions))]
     fig.subplots_adjust(left=0, right=1, bottom=0, top=0.88, wspace=0)
     counter = fig.text(0.99, 0.01, "", ha="right", va="bottom", fontsize=7, color="#777777")
     num_frames = max(len(m) for m in motions)
-    try:
-        if path.suffix.lower() == ".gif":
-            # GIF frame durations are whole hundredths of a second; imageio takes milliseconds.
-            writer = imageio.get_writer(path, mode="I", duration=1000.0 * step / fps, loop=0)
-        else:
-            writer = imageio.get_writer(path, fps=fps / step, codec="libx264", quality=7, macro_block_size=1,
-                                        pixelformat="yuv420p")
-        with writer:
-            for frame in range(0, num_frames, step):
-                for panel in panels:
-                    panel.show(frame)
-                counter.set_text(f"{frame / fps:4.1f} s")
-                pixels = _figure_pixels(fig)
-                # yuv420p needs even sides.
-                writer.append_data(pixels[: pixels.shape[0] // 2 * 2, : pixels.shape[1] // 2 * 2])
-    finally:
-        plt.close(fig)
+    if path.suffix.lower() == ".gif":
+        # GIF frame durations are whole hundredths of a second; imageio takes milliseconds.
+        writer = imageio.get_writer(path, mode="I", duration=1000.0 * step / fps, loop=0)
+    else:
+        writer = imageio.get_writer(path, fps=fps / step, codec="libx264", quality=7, macro_block_size=1,
+                                    pixelformat="yuv420p")
+    with writer:
+        for frame in range(0, num_frames, step):
+            for panel in panels:
+                panel.show(frame)
+            counter.set_text(f"{frame / fps:4.1f} s")
+            pixels = _figure_pixels(fig)
+            # yuv420p needs even sides.
+            writer.append_data(pixels[: pixels.shape[0] // 2 * 2, : pixels.shape[1] // 2 * 2])
     return path
 
 
@@ -226,7 +228,7 @@ def render_keyframes(
     motions = _as_motion_list(motions)
     captions = _captions(captions, len(motions))
     row_height = 0.8 * panel_size + 0.3  # the flat 3D box leaves the top of a square panel empty
-    fig = plt.figure(figsize=(panel_size * num_keyframes, row_height * len(motions)), dpi=dpi)
+    fig = _new_figure(panel_size * num_keyframes, row_height * len(motions), dpi)
     rows = fig.subfigures(len(motions), 1, squeeze=False)[:, 0]
     for subfig, joints, caption in zip(rows, motions, captions):
         subfig.suptitle(caption, fontsize=10, y=0.99, va="top")
@@ -237,10 +239,7 @@ def render_keyframes(
             # Every pose gets the same body-sized window, centred on it, whatever the length of the path.
             _SkeletonPanel(ax, joints, "", title_width=1, follow=True).show(int(frame))
             ax.text2D(0.08, 0.9, f"{frame / fps:.1f} s", transform=ax.transAxes, fontsize=8, color="#555555")
-    try:
-        fig.savefig(path, dpi=dpi)
-    finally:
-        plt.close(fig)
+    fig.savefig(path, dpi=dpi)
     return path
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from moscale.bvh import (
     HUMANML3D_JOINT_NAMES,
-    BvhMotion,
+    _up_rotation,
     build_dataset,
     bvh_to_features,
     features_to_bvh,
@@ -22,7 +22,7 @@ from moscale.bvh import (
     resolve_mapping,
     write_bvh,
 )
-from moscale.motion import HUMANML3D, features_from_joints, recover_from_ric
+from moscale.motion import features_from_joints, recover_from_ric
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("MOSCALE_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -207,6 +207,25 @@ def test_up_axis_and_scale_options():
         load_bvh_joints(motion, up_axis="up")
     with pytest.raises(ValueError, match="scale"):
         load_bvh_joints(motion, scale=-1.0)
+
+
+@pytest.mark.parametrize("axis", ["x", "y", "z", "-x", "-y", "-z", "+z"])
+def test_up_axis_turns_onto_y_without_mirroring(axis):
+    rotation = _up_rotation(axis, np.zeros(3))
+    up = np.zeros(3)
+    up["xyz".index(axis[-1])] = -1.0 if axis.startswith("-") else 1.0
+    np.testing.assert_allclose(rotation @ up, [0, 1, 0], atol=1e-12)
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-12)
+    assert np.linalg.det(rotation) == pytest.approx(1.0)
+
+
+@needs_data
+def test_namespaced_mixamo_names_are_detected():
+    motion = read_bvh(BVH_DIR / "wave_hello.bvh")
+    plain = load_bvh_joints(motion)
+    motion.names = [f"mixamorig:{name}" for name in motion.names]
+    assert resolve_mapping(motion.names)[0] == "mixamo"
+    np.testing.assert_array_equal(load_bvh_joints(motion), plain)
 
 
 @needs_data
