@@ -507,7 +507,6 @@ def joints_to_bvh(
     global_TK33 = np.zeros((num_frames, num_joints, 3, 3))
     global_TK33[:, 0] = _frame(joints_TK3[:, 1] - joints_TK3[:, 2], bones_TK3[:, 3])
     offsets_K3 = np.zeros((num_joints, 3))
-    offsets_K3[0] = joints_TK3[0, 0]
     for joint in range(1, num_joints):  # parents come first in HumanML3D order
         parent = parents[joint]
         if joint in _BRANCH_CHILDREN:
@@ -543,6 +542,11 @@ def joints_to_bvh(
 
     end_sites = {joint: lengths_K[joint] * fraction * np.asarray(direction, dtype=np.float64)
                  for joint, (direction, fraction) in _END_SITES.items()}
+    # The rest pose stands on the ground (y = 0) at the origin; the root's position channels place each frame.
+    rest_J3 = np.zeros((num_joints, 3))
+    for joint in range(1, num_joints):
+        rest_J3[joint] = rest_J3[parents[joint]] + offsets_K3[joint]
+    offsets_K3[0] = (0.0, -rest_J3[:, 1].min(), 0.0)
     motion = BvhMotion(names=list(HUMANML3D_JOINT_NAMES), parents=list(parents), offsets_J3=offsets_K3,
                        channels=channels, frame_time=1.0 / fps, values_FC=np.concatenate(columns, axis=1),
                        end_sites=end_sites)

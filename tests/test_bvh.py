@@ -277,6 +277,8 @@ def test_export_round_trip_of_real_humanml3d_joints(tmp_path):
     offsets = dict(zip(written.names, written.offsets_J3))
     assert offsets["l_knee"][1] < -0.3 and offsets["spine2"][1] > 0.1 and offsets["head"][1] > 0.05
     assert offsets["l_elbow"][0] > 0.2 and offsets["r_elbow"][0] < -0.2 and offsets["l_foot"][2] > 0.1
+    rest = written.rest_positions()  # standing on the ground at the origin
+    assert rest[:, 1].min() == pytest.approx(0.0, abs=1e-9) and rest[0, [0, 2]].tolist() == [0.0, 0.0]
     # Only the root and the six joints next to the two branching joints carry positions.
     with_positions = [n for n, c in zip(written.names, written.channels) if "Xposition" in c]
     assert with_positions == ["pelvis", "l_hip", "r_hip", "spine1", "neck", "l_collar", "r_collar"]
