@@ -488,6 +488,7 @@ class MoScalePipeline(DiffusionPipeline):
                             torch.cat(final_ids + [ids_BL], dim=1).repeat(copies, 1),
                             prev_scale_features=torch.cat(feats[1:], dim=1).repeat(copies, 1, 1) if k else None,
                             text_conditioning=text,
+                            check_ids=False,
                         )
                         logits_BlV = out.logits[:, -size:]
                     elif step == 0:
@@ -497,6 +498,7 @@ class MoScalePipeline(DiffusionPipeline):
                             in_ids.repeat(copies, 1),
                             prev_scale_features=in_feats,
                             text_conditioning=text,
+                            check_ids=False,
                             cache=cache,
                             use_cache=True,
                         )
@@ -507,6 +509,7 @@ class MoScalePipeline(DiffusionPipeline):
                             ids_BL.repeat(copies, 1),
                             prev_scale_features=feats[k].repeat(copies, 1, 1) if k else None,
                             text_conditioning=text,
+                            check_ids=False,
                             cache=scale_cache,
                         )
                         logits_BlV = out.logits
