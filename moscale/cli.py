@@ -1,0 +1,136 @@
+"""The `moscale` command: text to motion files, plus the package's other command-line tools under one name.
+
+    moscale generate PIPELINE "a person jumps twice" --out-dir outputs --formats npy,bvh,gif
+    moscale convert --vq-checkpoint ... --output-dir DIR      (python -m moscale.convert_original_checkpoint)
+    moscale bvh {import,export,build-dataset} ...             (python -m moscale.bvh)
+    moscale render ...                                        (python -m moscale.render)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+OUTPUT_FORMATS = ("npy", "bvh", "gif", "mp4")
+
+# Subcommands that hand their arguments to another module's own command line.
+DELEGATED = {
+    "convert": ("moscale.convert_original_checkpoint", "convert the authors' checkpoints to save_pretrained folders"),
+    "bvh": ("moscale.bvh", "BVH import, export, and training folders from BVH files"),
+    "render": ("moscale.render", "render motions to GIF, MP4 or a PNG strip of key frames"),
+}
+
+
+def _slug(text: str, index: int) -> str:
+    words = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    return f"{index:02d}_{words[:48] or 'motion'}"
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    formats = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(set(formats) - set(OUTPUT_FORMATS))
+    if unknown or not formats:
+        raise argparse.ArgumentTypeError(
+            f"unknown output format(s) {unknown or formats}; choose from {', '.join(OUTPUT_FORMATS)}"
+        )
+    return formats
+
+
+def generate(args: argparse.Namespace) -> list[Path]:
+    """Generate one motion per prompt and write the requested files; returns their paths."""
+    import numpy as np
+    import torch
+
+    from .pipeline_moscale import MoScalePipeline
+
+    prompts = args.prompt
+    pipe = MoScalePipeline.from_pretrained(args.pipeline)
+    pipe.to(args.device)
+    pipe.set_progress_bar_config(disable=args.quiet)
+    generator = torch.Generator(device=args.device).manual_seed(args.seed)
+    out = pipe(
+        prompts,
+        num_frames=args.num_frames,
+        guidance_scale=args.guidance_scale,
+        refinement_steps=tuple(args.refinement_steps),
+        generator=generator,
+        output_type="np",
+    )
+    if out.joints is None and set(args.formats) - {"npy"}:
+        raise SystemExit(
+            "This pipeline has no normalisation statistics, so its features cannot be turned into joints: "
+            "only --formats npy is possible."
+        )
+
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    summary = []
+    for index, (prompt, length) in enumerate(zip(prompts, out.lengths)):
+        length = int(length)
+        stem = out_dir / _slug(prompt, index)
+        features = out.features[index, :length]
+        joints = None if out.joints is None else out.joints[index, :length]
+        if "npy" in args.formats:
+            np.save(f"{stem}_features.npy", features)
+            written.append(Path(f"{stem}_features.npy"))
+            if joints is not None:
+                np.save(f"{stem}_joints.npy", joints)
+                written.append(Path(f"{stem}_joints.npy"))
+        if "bvh" in args.formats:
+            from .bvh import joints_to_bvh
+
+            joints_to_bvh(joints, f"{stem}.bvh", fps=pipe.fps)
+            written.append(Path(f"{stem}.bvh"))
+        for suffix in ("gif", "mp4"):
+            if suffix in args.formats:
+                from .render import render_animation
+
+                written.append(render_animation(joints, f"{stem}.{suffix}", captions=prompt, fps=pipe.fps))
+        summary.append({"prompt": prompt, "frames": length, "seconds": length / pipe.fps})
+    (out_dir / "prompts.json").write_text(json.dumps(summary, indent=2) + "\n")
+    for path in written:
+        print(path)
+    return written
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moscale", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    gen = commands.add_parser("generate", help="text to motion with a saved MoScalePipeline")
+    gen.add_argument("pipeline", help="a MoScalePipeline folder (save_pretrained) or a Hub id")
+    gen.add_argument("prompt", nargs="+", help="one or more captions; each gives one motion")
+    gen.add_argument("--num-frames", type=int, default=None, help="frames per motion (multiple of 4, 40..196)")
+    gen.add_argument("--guidance-scale", type=float, default=5.0)
+    gen.add_argument("--refinement-steps", type=int, nargs="+", default=[1, 2, 5, 10])
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--device", default="cpu")
+    gen.add_argument("--out-dir", default="outputs")
+    gen.add_argument("--formats", type=_formats, default=("npy", "gif"), help="comma list of npy,bvh,gif,mp4")
+    gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    gen.set_defaults(handler=generate)
+
+    for name, (module, help_text) in DELEGATED.items():
+        sub = commands.add_parser(name, help=help_text, add_help=False)
+        sub.add_argument("rest", nargs=argparse.REMAINDER)
+        sub.set_defaults(module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DELEGATED:
+        import importlib
+
+        importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:])
+        return
+    args = build_parser().parse_args(argv)
+    args.handler(args)
+
+
+if __name__ == "__main__":
+    main()
