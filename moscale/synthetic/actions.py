@@ -123,7 +123,7 @@ def _side_step(action: Action, tl: Timeline, rng) -> None:
 
 def _run(action: Action, tl: Timeline, rng) -> None:
     strides = int(rng.integers(4, 8))
-    cruise = rng.uniform(0.9, 1.25) * tl.style.step_scale
+    cruise = rng.uniform(1.0, 1.3) * tl.style.step_scale
     # Footprint spacing: speed up over two steps, cruise, slow down over one.
     spacing = [0.5 * cruise, 0.8 * cruise] + [cruise] * (strides - 3) + [0.55 * cruise]
     first = int(rng.integers(2))
@@ -133,7 +133,7 @@ def _run(action: Action, tl: Timeline, rng) -> None:
     closing = (first + strides) % 2
     footprints.append((closing, SIDE_SIGN[closing] * tl.style.stance_width / 2, float(ahead[-1])))
     period = int(round(rng.uniform(6.0, 7.5)))
-    flight = int(rng.integers(1, 3))
+    flight = int(rng.integers(2, 4))
     # Cruising strides leave the ground before the other foot lands (negative gap): a flight phase. The feet
     # share the ground only at the start and in the last, short steps, where they are close enough together.
     swing = [period] + [period + flight] * (strides - 2) + [period + 1, period + 2]
