@@ -122,7 +122,7 @@ def _side_step(action: Action, tl: Timeline, rng) -> None:
 
 
 def _run(action: Action, tl: Timeline, rng) -> None:
-    strides = int(rng.integers(4, 8))
+    strides = int(rng.integers(5, 9))
     cruise = rng.uniform(1.0, 1.3) * tl.style.step_scale
     # Footprint spacing: speed up over two steps, cruise, slow down over one.
     spacing = [0.5 * cruise, 0.8 * cruise] + [cruise] * (strides - 3) + [0.55 * cruise]
@@ -132,12 +132,12 @@ def _run(action: Action, tl: Timeline, rng) -> None:
     footprints = [((first + i) % 2, lateral[(first + i) % 2], float(ahead[i])) for i in range(strides)]
     closing = (first + strides) % 2
     footprints.append((closing, SIDE_SIGN[closing] * tl.style.stance_width / 2, float(ahead[-1])))
-    period = int(round(rng.uniform(6.0, 7.5)))
+    period = int(round(rng.uniform(7.0, 8.0)))
     flight = int(rng.integers(2, 4))
     # Cruising strides leave the ground before the other foot lands (negative gap): a flight phase. The feet
     # share the ground only at the start and in the last, short steps, where they are close enough together.
-    swing = [period] + [period + flight] * (strides - 2) + [period + 1, period + 2]
-    gap = [1, 0] + [-flight] * (strides - 3) + [-1, 1]
+    swing = [period] + [period + flight + 1] * (strides - 2) + [period + 1, period + 2]
+    gap = [1, 0] + [-(flight + 1)] * (strides - 3) + [-1, 1]
     start = tl.frame
     landing = _stepping(tl, footprints, swing, gap, lift=rng.uniform(0.14, 0.24))
     span = landing - start
@@ -201,7 +201,7 @@ def _jump(action: Action, tl: Timeline, rng) -> None:
         leap_x, leap_z = to_world([0.0, leap], tl.heading)
         for side in (LEFT, RIGHT):
             target = tl.foot_pos[side] + np.array([leap_x, 0.0, leap_z])
-            tl.move_foot(side, takeoff, flight, target, lift=height, pitch_peak=0.5, ballistic=True)
+            tl.move_foot(side, takeoff, flight, target, lift=height, pitch_peak=0.25, ballistic=True)
         distance += leap
     rise = tl.frames(rng.uniform(0.3, 0.45))
     dy += list(keyframes([0, rise], [dy[-1], 0.0])[1:])

@@ -22,7 +22,7 @@ from scipy.signal import find_peaks
 from .body import ANKLE, ELBOW, HEAD, HIP, KNEE, L_HIP, L_SHOULDER, PELVIS, R_HIP, R_SHOULDER, SHOULDER, SIDE_NAMES, TOE, WRIST
 
 # Thresholds, in metres and seconds; each is set from what the action means, with a margin on both sides.
-AIRBORNE_RISE = 0.035  # an ankle this far above its resting height is off the floor
+AIRBORNE_RISE = 0.035  # a heel (ankle) or toe this far above its resting height is off the floor
 STILL_SPEED = 0.6  # m/s; a foot moving slower than this near the floor is planted
 STEP_MIN_TRAVEL = 0.08  # a foot move shorter than this is shuffling, not a step
 STEP_PASS_MARGIN = 0.10  # a step lands at least this far past the other foot (closing a stance does not)
@@ -35,7 +35,8 @@ KICK_RISE, KICK_REACH = 0.25, 0.40  # ankle rise and forward reach in front of t
 KICK_MAX_PELVIS_SPEED = 1.0  # m/s; a kick is made from a standing leg, not in a running stride
 TURN_MIN_DEGREES = 45.0
 TURN_MAX_TRAVEL = 0.5  # a turn on the spot; turning while walking a curve is not a turn action
-RUN_SPEED = 2.0  # m/s
+RUN_SPEED = 2.0  # m/s, peak pelvis speed; brisk walking stays under it
+RUN_MIN_DISTANCE = 1.0
 STAND_SECONDS, STAND_SPEED = 1.2, 0.1
 BOUT_GAP_SECONDS = 1.0
 
@@ -145,12 +146,14 @@ class _Motion:
             for s in (0, 1)
         ])
         ankle_height = self.joints[:, list(ANKLE), 1].T
-        rest = np.percentile(ankle_height, 5, axis=1)
-        self.rise_2T = ankle_height - rest[:, None]
+        toe_height = self.joints[:, list(TOE), 1].T
+        self.rise_2T = ankle_height - np.percentile(ankle_height, 5, axis=1)[:, None]
+        toe_rise_2T = toe_height - np.percentile(toe_height, 5, axis=1)[:, None]
         foot_speed = np.stack([
             np.linalg.norm(np.gradient(self.joints[:, ANKLE[s]][:, [0, 2]], axis=0), axis=-1) * fps for s in (0, 1)
         ])
-        self.airborne_2T = self.rise_2T > AIRBORNE_RISE
+        # Off the floor means heel and toe both up: a raised heel alone (standing on the toes) is not a flight.
+        self.airborne_2T = (self.rise_2T > AIRBORNE_RISE) & (toe_rise_2T > AIRBORNE_RISE)
         self.planted_2T = ~self.airborne_2T & (foot_speed < STILL_SPEED)
 
     def seconds(self, seconds: float) -> int:
@@ -211,23 +214,27 @@ def _jump_actions(motion: _Motion, jumps) -> list[DetectedAction]:
 
 
 def _run_actions(motion: _Motion, strides) -> list[DetectedAction]:
+    """Runs: at least two flights with alternating feet, reaching running speed, covering some distance."""
     speed = np.linalg.norm(np.gradient(gaussian_filter1d(motion.pelvis_xz, 2.0, axis=0), axis=0), axis=-1) * motion.fps
-    fast = [iv for iv in _intervals(speed > RUN_SPEED) if iv[1] - iv[0] + 1 >= motion.seconds(0.3)]
+    moving = speed > 0.5
     actions = []
-    for group in _group(strides + fast, motion.seconds(BOUT_GAP_SECONDS)):
-        # One flight alone could be a stumble; a run has two flights or sustained speed.
-        if sum(iv in strides for iv in group) < 2 and not any(iv in fast for iv in group):
+    for group in _group(strides, motion.seconds(BOUT_GAP_SECONDS)):
+        if len(group) < 2:
             continue
-        start, end = group[0][0], max(iv[1] for iv in group)
-        # The run spans the whole bout of fast motion around the flights.
-        moving = speed > 0.5
+        # The run spans the whole bout of motion around its flights.
+        start, end = group[0][0], group[-1][1]
         while start > 0 and moving[start - 1]:
             start -= 1
         while end + 1 < motion.num_frames and moving[end + 1]:
             end += 1
         delta = _to_body(motion.pelvis_xz[end] - motion.pelvis_xz[start], motion.heading[start])
-        direction = "forward" if delta[1] >= abs(delta[0]) else ("backward" if -delta[1] >= abs(delta[0]) else
-                                                                 ("left" if delta[0] > 0 else "right"))
+        if speed[start : end + 1].max() < RUN_SPEED or np.hypot(*delta) < RUN_MIN_DISTANCE:
+            continue
+        lateral, forward = delta
+        if abs(forward) >= abs(lateral):
+            direction = "forward" if forward > 0 else "backward"
+        else:
+            direction = "left" if lateral > 0 else "right"
         actions.append(DetectedAction("run", direction=direction, start=start, end=end,
                                       distance=round(float(np.hypot(*delta)), 3)))
     return actions
