@@ -216,7 +216,8 @@ class Timeline:
         # Walking arm swing: each arm swings opposite to the leg on its side, unless an action poses the arm.
         forward_T2 = np.stack([np.sin(yaw_T), np.cos(yaw_T)], -1)
         split_T = ((ankle_2T3[LEFT][:, [0, 2]] - ankle_2T3[RIGHT][:, [0, 2]]) * forward_T2).sum(-1)
-        swing_T = np.clip(self.style.arm_swing * split_T, -0.8, 0.8)
+        # Saturate smoothly: long running strides must not fling the arms, nor stop them with a jolt.
+        swing_T = 0.8 * np.tanh(self.style.arm_swing * split_T / 0.8)
         arm_flex_2T = self.arm_flex_2N[:, frames] + (1.0 - self.arm_posed_2N[:, frames]) * np.stack([-swing_T, swing_T])
 
         channels = PoseChannels(
