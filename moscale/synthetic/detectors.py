@@ -385,7 +385,9 @@ def _step_actions(motion: _Motion, busy: np.ndarray) -> list[DetectedAction]:
 
 
 def _stand_actions(motion: _Motion, busy: np.ndarray) -> list[DetectedAction]:
-    speed = np.linalg.norm(np.diff(motion.joints, axis=0), axis=-1).max(-1) * motion.fps
+    # Smoothed first, so that measurement jitter of a few millimetres does not read as motion.
+    smooth = gaussian_filter1d(motion.joints, 2.0, axis=0, mode="nearest")
+    speed = np.linalg.norm(np.diff(smooth, axis=0), axis=-1).max(-1) * motion.fps
     still = np.concatenate([speed < STAND_SPEED, [speed[-1] < STAND_SPEED]]) & ~busy
     return [DetectedAction("stand", start=start, end=end) for start, end in _intervals(still)
             if end - start + 1 >= motion.seconds(STAND_SECONDS)]
