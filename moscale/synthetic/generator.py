@@ -52,6 +52,8 @@ def _play_plan(plan: list[Action], style: Style, tempo: float, rng: np.random.Ge
     timeline = Timeline(style, tempo)
     actions = [replace(action) for action in plan]
     for i, action in enumerate(actions):
+        if timeline.frame > MAX_ROWS:
+            break  # already too long: the caller tries a faster tempo
         if i:
             timeline.frame += int(rng.integers(2, 7))
         play(action, timeline, rng)

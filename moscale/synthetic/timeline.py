@@ -29,8 +29,9 @@ from .body import (
 )
 
 FPS = 20
-# Room for the longest plan before its length is checked; clips themselves are at most 197 raw frames.
-BUFFER_FRAMES = 600
+# Room for a plan's actions until one ends past the longest clip (the plan then stops): 202 frames plus the
+# longest single action (five slow squats, about 420 frames).
+BUFFER_FRAMES = 1024
 GRAVITY = 9.81
 
 
