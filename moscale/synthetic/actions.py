@@ -178,7 +178,7 @@ def _turn(action: Action, tl: Timeline, rng) -> None:
 def _jump(action: Action, tl: Timeline, rng) -> None:
     forward = action.direction == "forward"
     crouch = rng.uniform(0.08, 0.15)
-    extension = 0.02 * min(LEG_REACH)
+    extension = 0.006 * min(LEG_REACH)
     t = tl.frame
     down = tl.frames(rng.uniform(0.3, 0.45))
     dy = list(keyframes([0, down], [0.0, -crouch]))

@@ -57,8 +57,8 @@ _REST_DIRECTION = {
 FOOT_PITCH = float(np.arcsin(0.30))
 TOE_HEIGHT = 0.01
 ANKLE_HEIGHT = tuple(TOE_HEIGHT + f * np.sin(FOOT_PITCH) for f in FOOT)
-# Standing hip-to-ankle distance as a fraction of the leg's reach: a standing knee is almost straight.
-STAND_EXTENSION = 0.96
+# Standing hip-to-ankle distance as a fraction of the leg's reach: the longer leg's knee stands bent about 16 degrees, the shorter one's about 11.
+STAND_EXTENSION = 0.995
 
 
 def _unit(v) -> np.ndarray:
@@ -77,8 +77,7 @@ def rest_offset(joint: int) -> np.ndarray:
 
 def standing_pelvis_height() -> float:
     """Pelvis height of the neutral standing pose (the lower of the two legs decides)."""
-    hip_drop = -rest_offset(L_HIP)[1]
-    return min(ANKLE_HEIGHT[s] + STAND_EXTENSION * LEG_REACH[s] + hip_drop for s in (LEFT, RIGHT))
+    return min(ANKLE_HEIGHT[s] + STAND_EXTENSION * LEG_REACH[s] - rest_offset(HIP[s])[1] for s in (LEFT, RIGHT))
 
 
 def rot_y(angle):

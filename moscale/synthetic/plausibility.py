@@ -24,6 +24,17 @@ def _angle_degrees(a, b) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
+def signed_knee_flexion(joints: np.ndarray, side: int) -> np.ndarray:
+    """Knee flexion (T,) in degrees, negative when the knee bends backwards (about the foot's left-right axis)."""
+    thigh = joints[:, KNEE[side]] - joints[:, HIP[side]]
+    shin = joints[:, ANKLE[side]] - joints[:, KNEE[side]]
+    foot = joints[:, TOE[side]] - joints[:, ANKLE[side]]
+    left = np.stack([foot[:, 2], np.zeros(len(foot)), -foot[:, 0]], -1)
+    left /= np.linalg.norm(left, axis=-1, keepdims=True)
+    sine = (np.cross(thigh, shin) * left).sum(-1)
+    return np.degrees(np.arctan2(sine, (thigh * shin).sum(-1)))
+
+
 def clip_figures(clip: Clip, fps: float = HUMANML3D.fps) -> dict[str, float]:
     """The plausibility figures of one clip (metres, m/s, m/s^2, degrees)."""
     joints = clip.joints
@@ -52,21 +63,17 @@ def clip_figures(clip: Clip, fps: float = HUMANML3D.fps) -> dict[str, float]:
     figures["max_joint_speed_m_s"] = float(np.linalg.norm(np.diff(joints, axis=0), axis=-1).max() * fps)
     figures["max_joint_acceleration_m_s2"] = float(np.linalg.norm(np.diff(joints, 2, axis=0), axis=-1).max() * fps**2)
 
-    knee, elbow, hip, knee_behind = [], [], [], []
+    knee, elbow, hip, knee_bend = [], [], [], []
     for side in (0, 1):
         thigh = joints[:, KNEE[side]] - joints[:, HIP[side]]
         shin = joints[:, ANKLE[side]] - joints[:, KNEE[side]]
         knee.append(_angle_degrees(thigh, shin).max())
+        knee_bend.append(signed_knee_flexion(joints, side).min())
         hip.append(_angle_degrees(thigh, np.array([0.0, -1.0, 0.0])).max())
         upper = joints[:, ELBOW[side]] - joints[:, SHOULDER[side]]
         elbow.append(_angle_degrees(upper, joints[:, WRIST[side]] - joints[:, ELBOW[side]]).max())
-        # How far a knee ever sits behind its hip-to-ankle line, seen along its foot (a knee bending backwards).
-        foot = joints[:, TOE[side]] - joints[:, ANKLE[side]]
-        middle = (joints[:, HIP[side]] + joints[:, ANKLE[side]]) / 2
-        knee_behind.append(-((joints[:, KNEE[side]] - middle)[:, [0, 2]] * foot[:, [0, 2]]).sum(-1).min()
-                           / np.linalg.norm(foot[:, [0, 2]], axis=-1).max())
     figures["max_knee_flexion_deg"] = float(max(knee))
-    figures["max_knee_behind_leg_line_m"] = float(max(max(knee_behind), 0.0))
+    figures["min_signed_knee_flexion_deg"] = float(min(knee_bend))
     figures["max_elbow_flexion_deg"] = float(max(elbow))
     figures["max_hip_flexion_deg"] = float(max(hip))
     figures["max_trunk_lean_deg"] = float(_angle_degrees(joints[:, SPINE3] - joints[:, PELVIS],
@@ -90,7 +97,8 @@ def summary(num_clips: int, seed: int) -> tuple[dict[str, float], dict[str, dict
             if action.distance and action.name != "run":
                 per_action[action.name]["metres_per_repetition"].append(action.distance / repetitions)
     spread = {
-        name: {f"{key} (5%, 50%, 95%)": tuple(np.round(np.percentile(values, [5, 50, 95]), 2)) for key, values in stats.items()}
+        name: {f"{key} (5%, 50%, 95%)": tuple(round(float(v), 2) for v in np.percentile(values, [5, 50, 95]))
+               for key, values in stats.items()}
         for name, stats in sorted(per_action.items())
     }
     return worst, spread

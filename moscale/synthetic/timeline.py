@@ -33,6 +33,8 @@ FPS = 20
 # longest single action (five slow squats, about 420 frames).
 BUFFER_FRAMES = 1024
 GRAVITY = 9.81
+# A planted leg stretches to at most this fraction of its reach (a knee bent about 8 degrees).
+PLANTED_REACH = 0.997
 
 
 def min_jerk(num: int) -> np.ndarray:
@@ -236,13 +238,13 @@ class Timeline:
         return channels, stance_2T
 
     def _reach_cap(self, middle_T2, yaw_T, ankle_2T3, stance_2T, radius: int = 3) -> np.ndarray:
-        """Highest pelvis at each frame that keeps every planted ankle within 98.5% of its leg's reach."""
+        """Highest pelvis at each frame that keeps every planted ankle within PLANTED_REACH of its leg's reach."""
         cap_T = np.full(len(yaw_T), np.inf)
         for side, hip in ((LEFT, L_HIP), (RIGHT, R_HIP)):
             offset = rest_offset(hip)
             hip_xz_T2 = middle_T2 + to_world(np.broadcast_to(offset[[0, 2]], middle_T2.shape), yaw_T)
             horizontal_T = np.linalg.norm(hip_xz_T2 - ankle_2T3[side][:, [0, 2]], axis=-1)
-            vertical_T = np.sqrt(np.clip((0.985 * LEG_REACH[side]) ** 2 - horizontal_T**2, 0.0, None))
+            vertical_T = np.sqrt(np.clip((PLANTED_REACH * LEG_REACH[side]) ** 2 - horizontal_T**2, 0.0, None))
             side_cap_T = ankle_2T3[side, :, 1] + vertical_T - offset[1]
             cap_T = np.where(stance_2T[side], np.minimum(cap_T, side_cap_T), cap_T)
         finite = np.isfinite(cap_T)
