@@ -114,8 +114,8 @@ def test_clips_vary_in_speed_amplitude_and_style():
     assert np.std(distances) > 0.05
     assert np.ptp(stance_widths) > 0.03
     assert np.ptp(arm_swing) > 0.05
-    # The performers share one skeleton, so their standing heights agree.
-    assert np.ptp(pelvis_heights) < 1e-9
+    # The performers share one skeleton, so their standing heights agree up to how wide they stand.
+    assert np.ptp(pelvis_heights) < 0.01
 
 
 def test_generation_is_deterministic_for_a_seed():
