@@ -156,6 +156,10 @@ class _Motion:
         self.airborne_2T = (self.rise_2T > AIRBORNE_RISE) & (toe_rise_2T > AIRBORNE_RISE)
         self.planted_2T = ~self.airborne_2T & (foot_speed < STILL_SPEED)
 
+    def feet_middle(self, frame: int) -> np.ndarray:
+        """Middle (x, z) of the two ankles."""
+        return self.joints[frame, list(ANKLE)][:, [0, 2]].mean(0)
+
     def seconds(self, seconds: float) -> int:
         return max(1, int(round(seconds * self.fps)))
 
@@ -202,8 +206,13 @@ def _jump_actions(motion: _Motion, jumps) -> list[DetectedAction]:
     for group in _group(jumps, motion.seconds(BOUT_GAP_SECONDS)):
         forward = 0.0
         for takeoff, landing in group:
-            before, after = max(0, takeoff - 1), min(motion.num_frames - 1, landing + 1)
-            delta = motion.pelvis_xz[after] - motion.pelvis_xz[before]
+            # From the last frame standing on both feet before the jump to the first one after it.
+            before, after = takeoff, landing
+            while before > 0 and not motion.planted_2T[:, before].all():
+                before -= 1
+            while after + 1 < motion.num_frames and not motion.planted_2T[:, after].all():
+                after += 1
+            delta = motion.feet_middle(after) - motion.feet_middle(before)
             forward += _to_body(delta, motion.heading[before])[1]
         per_jump = forward / len(group)
         actions.append(DetectedAction(
@@ -347,7 +356,10 @@ def _foot_moves(motion: _Motion) -> list[tuple[int, int, int]]:
 
 def _step_actions(motion: _Motion, busy: np.ndarray) -> list[DetectedAction]:
     """Walking forward/backward and side steps, from foot moves outside other actions."""
-    steps = []
+    actions: list[DetectedAction] = []
+    # Frame at which each bout's feet are last put down: its last step, or the closing move that follows it.
+    settled: list[int] = []
+    gap = motion.seconds(BOUT_GAP_SECONDS)
     for side, lift, land in _foot_moves(motion):
         if busy[lift : land + 1].any():
             continue
@@ -356,30 +368,25 @@ def _step_actions(motion: _Motion, busy: np.ndarray) -> list[DetectedAction]:
         # Where the moved foot lands relative to the other one, minus where it would stand in a neutral stance.
         feet = motion.joints[land, ANKLE[side]][[0, 2]] - motion.joints[land, ANKLE[1 - side]][[0, 2]]
         hips = motion.joints[land, HIP[side]][[0, 2]] - motion.joints[land, HIP[1 - side]][[0, 2]]
+        last = actions[-1] if actions else None
         if float((feet - hips) @ direction_xz) <= STEP_PASS_MARGIN:
+            if last is not None and lift - settled[-1] <= gap:
+                settled[-1] = land  # closing the stance after the bout's steps
             continue
         lateral, forward = _to_body(travel, motion.heading[lift])
         if abs(forward) >= abs(lateral):
             name, direction = "walk", "forward" if forward > 0 else "backward"
         else:
             name, direction = "side_step", "left" if lateral > 0 else "right"
-        steps.append((name, direction, lift, land))
-    actions: list[DetectedAction] = []
-    gap = motion.seconds(BOUT_GAP_SECONDS)
-    for name, direction, lift, land in steps:
-        last = actions[-1] if actions else None
         if last and (last.name, last.direction) == (name, direction) and lift - last.end <= gap:
             last.count += 1
-            last.end = land
+            last.end = settled[-1] = land
         else:
             actions.append(DetectedAction(name, direction=direction, count=1, start=lift, end=land))
-    for action in actions:
-        # The bout ends when the feet come to rest together, after the closing step.
-        end = action.end
-        while end + 1 < motion.num_frames and not motion.planted_2T[:, end].all():
-            end += 1
-        delta = _to_body(motion.pelvis_xz[min(end + 5, motion.num_frames - 1)] - motion.pelvis_xz[action.start],
-                         motion.heading[action.start])
+            settled.append(land)
+    for action, end in zip(actions, settled):
+        # How far the feet moved from standing before the first step to standing after the last move.
+        delta = _to_body(motion.feet_middle(end) - motion.feet_middle(action.start), motion.heading[action.start])
         action.distance = round(float(np.hypot(*delta)), 3)
     return actions
 
