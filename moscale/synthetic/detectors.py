@@ -25,6 +25,7 @@ from .body import ANKLE, ELBOW, HEAD, HIP, KNEE, L_HIP, L_SHOULDER, PELVIS, R_HI
 AIRBORNE_RISE = 0.035  # a heel (ankle) or toe this far above its resting height is off the floor
 STILL_SPEED = 0.6  # m/s; a foot moving slower than this near the floor is planted
 STEP_MIN_TRAVEL = 0.08  # a foot move shorter than this is shuffling, not a step
+MIN_LANDING_SECONDS = 0.15  # a foot planted for less than this has touched the floor, not landed
 STEP_PASS_MARGIN = 0.10  # a step lands at least this far past the other foot (closing a stance does not)
 SQUAT_ENTER, SQUAT_EXIT = 0.70, 0.82  # hip-to-ankle height over leg length, both legs
 SQUAT_MAX_FEET_SPLIT = 0.30  # feet side by side, unlike a lunge
@@ -346,7 +347,13 @@ def _foot_moves(motion: _Motion) -> list[tuple[int, int, int]]:
     """(side, lift-off frame, landing frame) of every foot that leaves the floor and lands elsewhere."""
     moves = []
     for side in (0, 1):
-        for start, end in _intervals(~motion.planted_2T[side]):
+        # A foot lands when it stays planted a while: a touch of a frame or two (the wind-up of a kick, a foot
+        # brushing the floor) does not end its move.
+        moving = ~motion.planted_2T[side]
+        for start, end in _intervals(motion.planted_2T[side]):
+            if end - start + 1 < motion.seconds(MIN_LANDING_SECONDS) and 0 < start and end < motion.num_frames - 1:
+                moving[start : end + 1] = True
+        for start, end in _intervals(moving):
             lift, land = max(0, start - 1), min(motion.num_frames - 1, end + 1)
             travel = np.linalg.norm(motion.joints[land, ANKLE[side]][[0, 2]] - motion.joints[lift, ANKLE[side]][[0, 2]])
             if travel >= STEP_MIN_TRAVEL:
