@@ -94,7 +94,8 @@ def test_joint_angles_stay_in_human_range():
             assert knee_flexion.max() < 145.0
             # The knee bends forwards only (never backwards about the foot's left-right axis).
             assert signed_knee_flexion(joints, side).min() > -1.0
-            upper, fore = joints[:, ELBOW[side]] - joints[:, SHOULDER[side]], joints[:, WRIST[side]] - joints[:, ELBOW[side]]
+            upper = joints[:, ELBOW[side]] - joints[:, SHOULDER[side]]
+            fore = joints[:, WRIST[side]] - joints[:, ELBOW[side]]
             assert _angle_degrees(upper, fore).max() < 145.0
             assert _angle_degrees(thigh, np.array([0.0, -1.0, 0.0])).max() < 120.0
         trunk_lean = _angle_degrees(joints[:, SPINE3] - joints[:, PELVIS], np.array([0.0, 1.0, 0.0]))
@@ -157,7 +158,8 @@ def test_captions_name_every_action_in_order_with_its_count():
 
 
 def test_an_impossible_plan_is_refused():
-    plan = [Action("squat", count=5), Action("side_step", direction="left", count=5), Action("jump", direction="forward", count=5)]
+    plan = [Action("squat", count=5), Action("side_step", direction="left", count=5),
+            Action("jump", direction="forward", count=5)]
     with pytest.raises(ValueError, match="does not fit"):
         generate_clip(np.random.default_rng(0), plan)
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .body import LEFT, LEG_REACH, RIGHT, SIDE_NAMES, SIDE_SIGN, rest_offset, standing_pelvis_height, HIP
+from .body import HIP, LEFT, LEG_REACH, RIGHT, SIDE_SIGN, rest_offset, standing_pelvis_height
 from .timeline import FPS, GRAVITY, Timeline, keyframes, to_world
 
 # name -> (allowed directions, allowed sides, count range or None, allowed turn angles)
@@ -222,7 +222,7 @@ def _squat(action: Action, tl: Timeline, rng) -> None:
     arms_forward = rng.uniform(0.3, 1.5)
     keys, values = [0], [0.0]
     for _ in range(action.count):
-        down, hold, up = tl.frames(rng.uniform(0.55, 0.85)), tl.frames(rng.uniform(0.0, 0.25)), tl.frames(rng.uniform(0.55, 0.85))
+        down, hold, up = (tl.frames(rng.uniform(low, high)) for low, high in ((0.55, 0.85), (0.0, 0.25), (0.55, 0.85)))
         keys += [keys[-1] + down, keys[-1] + down + hold, keys[-1] + down + hold + up]
         values += [1.0, 1.0, 0.0]
         keys.append(keys[-1] + tl.frames(rng.uniform(0.05, 0.2)))
@@ -244,7 +244,7 @@ def _kick(action: Action, tl: Timeline, rng) -> None:
     neutral = tl.neutral_foot(side)
     t = tl.frame
     for _ in range(action.count):
-        wind, strike, back = tl.frames(rng.uniform(0.2, 0.3)), tl.frames(rng.uniform(0.18, 0.28)), tl.frames(rng.uniform(0.35, 0.5))
+        wind, strike, back = (tl.frames(rng.uniform(low, high)) for low, high in ((0.2, 0.3), (0.18, 0.28), (0.35, 0.5)))
         behind_xz = neutral[[0, 2]] + to_world([0.0, -rng.uniform(0.12, 0.25)], tl.heading)
         behind = np.array([behind_xz[0], neutral[1] + rng.uniform(0.08, 0.15), behind_xz[1]])
         hip_flexion = rng.uniform(0.9, 1.3)
@@ -293,7 +293,7 @@ def _wave(action: Action, tl: Timeline, rng) -> None:
 
 
 def _raise_arms(action: Action, tl: Timeline, rng) -> None:
-    up, hold, down = tl.frames(rng.uniform(0.6, 1.0)), tl.frames(rng.uniform(0.4, 1.2)), tl.frames(rng.uniform(0.6, 1.0))
+    up, hold, down = (tl.frames(rng.uniform(low, high)) for low, high in ((0.6, 1.0), (0.4, 1.2), (0.6, 1.0)))
     keys = [0, up, up + hold, up + hold + down]
     pose = keyframes(keys, [0.0, 1.0, 1.0, 0.0])
     top_elbow = rng.uniform(0.05, 0.2)

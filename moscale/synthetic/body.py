@@ -57,7 +57,8 @@ _REST_DIRECTION = {
 FOOT_PITCH = float(np.arcsin(0.30))
 TOE_HEIGHT = 0.01
 ANKLE_HEIGHT = tuple(TOE_HEIGHT + f * np.sin(FOOT_PITCH) for f in FOOT)
-# Standing hip-to-ankle distance as a fraction of the leg's reach: the longer leg's knee stands bent about 16 degrees, the shorter one's about 11.
+# Standing hip-to-ankle distance as a fraction of the leg's reach: the longer leg's knee stands bent about
+# 16 degrees, the shorter one's about 11.
 STAND_EXTENSION = 0.995
 
 

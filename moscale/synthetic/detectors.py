@@ -19,7 +19,9 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import find_peaks
 
-from .body import ANKLE, ELBOW, HEAD, HIP, KNEE, L_HIP, L_SHOULDER, PELVIS, R_HIP, R_SHOULDER, SHOULDER, SIDE_NAMES, TOE, WRIST
+from .body import (
+    ANKLE, ELBOW, HEAD, HIP, KNEE, L_HIP, L_SHOULDER, PELVIS, R_HIP, R_SHOULDER, SHOULDER, SIDE_NAMES, TOE, WRIST,
+)
 
 # Thresholds, in metres and seconds; each is set from what the action means, with a margin on both sides.
 AIRBORNE_RISE = 0.035  # a heel (ankle) or toe this far above its resting height is off the floor
@@ -268,8 +270,6 @@ def _squat_actions(motion: _Motion, flights) -> list[DetectedAction]:
         elif inside and (compression[t] > SQUAT_EXIT or t == motion.num_frames - 1):
             inside = False
             squats.append((start, t))
-    if not squats:
-        return []
     return [DetectedAction("squat", count=len(group), start=group[0][0], end=group[-1][1])
             for group in _group(squats, motion.seconds(BOUT_GAP_SECONDS))]
 
@@ -283,13 +283,13 @@ def _hand_actions(motion: _Motion) -> list[DetectedAction]:
     for start, end in _intervals(both_up):
         if end - start + 1 >= motion.seconds(0.3):
             actions.append(DetectedAction("raise_arms", start=start, end=end))
+    # A waving hand is up with its forearm raised; the forearm then sways sideways about the elbow.
+    raised = [
+        (joints[:, WRIST[s], 1] > joints[:, SHOULDER[s], 1] + WAVE_ABOVE_SHOULDER)
+        & (joints[:, WRIST[s], 1] > joints[:, ELBOW[s], 1] + WAVE_FOREARM_UP)
+        for s in (0, 1)
+    ]
     for side in (0, 1):
-        # A waving hand is up with its forearm raised; the forearm then sways sideways about the elbow.
-        raised = [
-            (joints[:, WRIST[s], 1] > joints[:, SHOULDER[s], 1] + WAVE_ABOVE_SHOULDER)
-            & (joints[:, WRIST[s], 1] > joints[:, ELBOW[s], 1] + WAVE_FOREARM_UP)
-            for s in (0, 1)
-        ]
         for start, end in _intervals(raised[side] & ~raised[1 - side]):
             if end - start + 1 < motion.seconds(0.4):
                 continue
@@ -412,7 +412,8 @@ def _merge_repeats(actions: list[DetectedAction], gap: int) -> list[DetectedActi
     merged: list[DetectedAction] = []
     for action in actions:
         last = merged[-1] if merged else None
-        same = last is not None and (last.name, last.direction, last.side) == (action.name, action.direction, action.side)
+        same = last is not None and (last.name, last.direction, last.side) == (
+            action.name, action.direction, action.side)
         if same and action.name != "turn" and action.start - last.end <= gap:
             last.end = max(last.end, action.end)
             if last.count is not None:

@@ -93,7 +93,8 @@ def summary(num_clips: int, seed: int) -> tuple[dict[str, float], dict[str, dict
             worst[name] = min(worst.get(name, value), value) if better_low else max(worst.get(name, value), value)
         for action in clip.actions:
             repetitions = action.count or 1
-            per_action[action.name]["seconds_per_repetition"].append((action.end - action.start) / HUMANML3D.fps / repetitions)
+            seconds = (action.end - action.start) / HUMANML3D.fps
+            per_action[action.name]["seconds_per_repetition"].append(seconds / repetitions)
             if action.distance and action.name != "run":
                 per_action[action.name]["metres_per_repetition"].append(action.distance / repetitions)
     spread = {

@@ -130,7 +130,8 @@ def write_dataset(out: str | os.PathLike, num_clips: int, seed: int = 0, workers
             record["split"] = splits[record["id"]]
             semantics.append(record)
             if record["split"] == "train":
-                train_sum, train_square, train_rows = train_sum + feature_sum, train_square + feature_square, train_rows + rows
+                train_sum, train_square = train_sum + feature_sum, train_square + feature_square
+                train_rows += rows
     finally:
         if pool is not None:
             pool.close()
