@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from moscale.bvh import bvh_to_features
+from moscale.motion import recover_from_ric
 from moscale.synthetic import Action, detect, generate_clip, make_example
 from moscale.synthetic.body import ANKLE_HEIGHT, FOOT, LEFT, RIGHT, TOE_HEIGHT, pose_to_joints
 from moscale.synthetic.timeline import Style, Timeline, keyframes
@@ -15,6 +17,7 @@ from moscale.synthetic.timeline import Style, Timeline, keyframes
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MOSCALE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 REAL_CLIP = SHARED_DATA / "humanml3d_sample" / "new_joints" / "012314.npy"
+BVH = SHARED_DATA / "bvh"
 
 
 def _keys(actions) -> list[tuple]:
@@ -149,6 +152,25 @@ def test_real_humanml3d_clip():
     # What it does contain: stepping sideways, then stepping back.
     detection = detect(joints)
     assert [(a.name, a.direction) for a in detection.actions] == [("side_step", "left"), ("walk", "backward")]
+
+
+def _bvh_actions(name: str) -> list[tuple]:
+    detection = detect(recover_from_ric(bvh_to_features(BVH / name)))
+    assert detection.counts["squats"] == detection.counts["kicks"] == 0
+    return [action.key() for action in detection.actions]
+
+
+def test_real_motion_capture():
+    # CMU jumping jacks: six two-footed flights (three jacks, out and in), arms over the head; nothing else.
+    assert _bvh_actions("cmu_jumping_jacks.bvh") == [("jump", "in_place", None, 6, None),
+                                                     ("raise_arms", None, None, None, None)]
+    # A performer stands, then waves the right hand three times (hand at shoulder height, forearm up).
+    assert _bvh_actions("wave_hello.bvh") == [("stand", None, None, None, None), ("wave", None, "right", 3, None)]
+    # CMU 01_01: ten two-footed forward jumps, with a turn around after the fourth and the seventh.
+    assert _bvh_actions("cmu_01_01.bvh") == [
+        ("jump", "forward", None, 4, None), ("turn", "right", None, None, 180), ("jump", "forward", None, 3, None),
+        ("turn", "left", None, None, 180), ("jump", "forward", None, 3, None),
+    ]
 
 
 def test_bad_input_is_refused():

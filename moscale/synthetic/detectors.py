@@ -31,9 +31,9 @@ MIN_LANDING_SECONDS = 0.15  # a foot planted for less than this has touched the 
 STEP_PASS_MARGIN = 0.10  # a step lands at least this far past the other foot (closing a stance does not)
 SQUAT_ENTER, SQUAT_EXIT = 0.70, 0.82  # hip-to-ankle height over leg length, both legs
 SQUAT_MAX_FEET_SPLIT = 0.30  # feet side by side, unlike a lunge
-WAVE_ABOVE_SHOULDER = 0.05
-WAVE_FOREARM_UP = 0.10  # wrist above elbow
-WAVE_PROMINENCE = 0.06  # sideways swing of the wrist, turning point to turning point
+WAVE_BELOW_SHOULDER = 0.10  # a waving hand is at least about as high as its shoulder, at most this much lower
+WAVE_FOREARM_UP = 0.05  # wrist above elbow
+WAVE_SWING_DEGREES = 15.0  # sideways sweep of the forearm about the elbow, turning point to turning point
 KICK_RISE, KICK_REACH = 0.25, 0.40  # ankle rise and forward reach in front of the pelvis
 KICK_MAX_PELVIS_SPEED = 1.0  # m/s; a kick is made from a standing leg, not in a running stride
 TURN_MIN_DEGREES = 45.0
@@ -275,7 +275,7 @@ def _squat_actions(motion: _Motion, flights) -> list[DetectedAction]:
 
 
 def _hand_actions(motion: _Motion) -> list[DetectedAction]:
-    """Waves (one hand up above its shoulder, swinging sideways) and raising both arms above the head."""
+    """Waves (one hand up, its forearm sweeping from side to side) and raising both arms above the head."""
     joints = motion.joints
     above_head = [(joints[:, WRIST[s], 1] > joints[:, HEAD, 1]) for s in (0, 1)]
     actions = []
@@ -283,9 +283,10 @@ def _hand_actions(motion: _Motion) -> list[DetectedAction]:
     for start, end in _intervals(both_up):
         if end - start + 1 >= motion.seconds(0.3):
             actions.append(DetectedAction("raise_arms", start=start, end=end))
-    # A waving hand is up with its forearm raised; the forearm then sways sideways about the elbow.
+    # A waving hand is about as high as its shoulder or higher, with its forearm up; the forearm then sweeps from
+    # side to side about the elbow, which shows as its tilt in the body's frontal plane.
     raised = [
-        (joints[:, WRIST[s], 1] > joints[:, SHOULDER[s], 1] + WAVE_ABOVE_SHOULDER)
+        (joints[:, WRIST[s], 1] > joints[:, SHOULDER[s], 1] - WAVE_BELOW_SHOULDER)
         & (joints[:, WRIST[s], 1] > joints[:, ELBOW[s], 1] + WAVE_FOREARM_UP)
         for s in (0, 1)
     ]
@@ -294,12 +295,12 @@ def _hand_actions(motion: _Motion) -> list[DetectedAction]:
             if end - start + 1 < motion.seconds(0.4):
                 continue
             frames = np.arange(start, end + 1)
-            lateral = _to_body(joints[frames, WRIST[side]][:, [0, 2]] - joints[frames, ELBOW[side]][:, [0, 2]],
-                               motion.heading[frames])[:, 0]
-            cycles = _count_cycles(lateral, WAVE_PROMINENCE)
+            forearm = joints[frames, WRIST[side]] - joints[frames, ELBOW[side]]
+            lateral = _to_body(forearm[:, [0, 2]], motion.heading[frames])[:, 0]
+            tilt = np.degrees(np.unwrap(np.arctan2(lateral, forearm[:, 1])))
+            cycles = _count_cycles(tilt, WAVE_SWING_DEGREES)
             if cycles >= 1:
-                actions.append(DetectedAction("wave", side=SIDE_NAMES[side], count=cycles,
-                                              start=start, end=end))
+                actions.append(DetectedAction("wave", side=SIDE_NAMES[side], count=cycles, start=start, end=end))
     return actions
 
 
