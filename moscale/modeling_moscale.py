@@ -603,9 +603,13 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         return batch, length, width
 
     # ---------------------------------------------------------------------------------------------------- tokens
-    def embed_tokens(self, ids_Bl: torch.Tensor) -> torch.Tensor:
-        """Token ids (codes, MASK_ID, PAD_ID) -> token inputs (B, l, D) after the token projection."""
-        if bool((ids_Bl < MASK_ID).any()) or bool((ids_Bl >= self.config.num_codes).any()):
+    def embed_tokens(self, ids_Bl: torch.Tensor, check_ids: bool = True) -> torch.Tensor:
+        """Token ids (codes, MASK_ID, PAD_ID) -> token inputs (B, l, D) after the token projection.
+
+        `check_ids=False` skips the range check, which reads a value back to the host (a device sync); samplers
+        that build the ids themselves pass it.
+        """
+        if check_ids and (bool((ids_Bl < MASK_ID).any()) or bool((ids_Bl >= self.config.num_codes).any())):
             raise ValueError(
                 f"input_ids must be codes in [0, {self.config.num_codes - 1}], MASK_ID ({MASK_ID}) or PAD_ID ({PAD_ID})"
             )
@@ -640,6 +644,7 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         use_cache: bool = False,
         output_hidden_states: bool = False,
         return_dict: bool | None = None,
+        check_ids: bool = True,
     ):
         """Logits for the sequence positions P .. P + l - 1, where P is the cache length (0 without a cache).
 
@@ -657,6 +662,7 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
             cache: [`MoScaleKVCache`] of positions 0 .. P-1.
             use_cache: return the cache of positions 0 .. P + l - 1.
             output_hidden_states: return the block input and every block output.
+            check_ids: check that every id is a code, MASK_ID or PAD_ID (a host sync; samplers turn it off).
 
         KV-cache recipe for scale k (positions [s_k, s_k + n_k)): run the first refinement step as
         `out = model(ids[:, s_{k-1}:s_k + n_k], ..., cache=cache_{<k-1}, use_cache=True)` with the final
@@ -694,7 +700,7 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
 
         start_BMD = text_conditioning.start_tokens
         continuous_BlD = self._continuous_inputs(start_BMD, prev_scale_features, start, stop, batch)
-        hidden_BlE = self.input_proj(torch.cat([continuous_BlD, self.embed_tokens(input_ids)], dim=-1))
+        hidden_BlE = self.input_proj(torch.cat([continuous_BlD, self.embed_tokens(input_ids, check_ids)], dim=-1))
         device = hidden_BlE.device
         # Learned positions for the start tokens only; zero rows elsewhere.
         start_pos_LE = F.pad(self.start_position_embedding[0], (0, 0, 0, self.config.sequence_length - self.first_l))
