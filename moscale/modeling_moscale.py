@@ -1,0 +1,809 @@
+"""MoScale next-scale transformer: text-conditioned masked prediction of multi-scale motion tokens.
+
+The token sequence concatenates the scales of the tokenizer, coarse to fine (6 + 12 + 24 + 49 = 91 tokens for the
+paper's (8, 4, 2, 1) scales on 196 frames). Position i of scale k sees:
+
+* a continuous input: for scale 0 one of `first_l` start tokens pooled from the text, for later scales the
+  tokenizer's f_hat after scale k-1 area-downsampled to scale k's length (`prev_scale_features`);
+* a token input: the embedding of its current id (a code, [MASK] = -2 or [PAD] = -1).
+
+Both are projected, concatenated and mapped to the block width; a learned level embedding, learned start
+positions and scale-normalised interleaved RoPE give positions. Blocks are AdaLN self-attention blocks (the condition
+is the max over the start tokens) with a block-causal mask (a position sees its own and coarser scales) and an
+ungated cross-attention to the text. The computation reproduces the authors' MoScale (github.com/zhiwei-zzz/MoScale)
+tensor for tensor; knowing differences are listed in docs/architecture.md.
+
+Shape suffixes follow VAR: B batch, L tokens, V codebook size, C code dim, D condition width, E block width,
+H heads, d head dim, S text tokens, T text width.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+PAD_ID = -1
+"""Token id of positions beyond a sample's valid length."""
+MASK_ID = -2
+"""Token id of a masked position (to be predicted)."""
+
+
+class MoScaleConfig(PreTrainedConfig):
+    r"""Configuration of [`MoScaleForTextToMotion`]. Defaults are the paper's HumanML3D model.
+
+    Args:
+        num_codes: tokenizer codebook size V (the output vocabulary).
+        code_dim: tokenizer code width C (token embeddings and f_hat features).
+        condition_dim: width D of the text condition, start tokens and input projections (`latent_dim` in the
+            authors' YAML). Must be a multiple of `text_pool_head_dim`.
+        hidden_size: width E of the transformer blocks (`head_latent_dim` in the authors' YAML).
+        num_layers: number of blocks.
+        num_attention_heads: heads of the self- and cross-attention of the blocks.
+        mlp_ratio: FFN hidden size relative to `hidden_size`.
+        text_dim: width T of the text encoder's hidden states (768 for google/t5-v1_1-base).
+        max_text_length: text tokens per caption; also the number of learned unconditional rows.
+        text_pool_head_dim: head size of the start-token text pool (the authors use 128).
+        scales: tokenizer scales, coarse to fine.
+        max_motion_length: frames of a full clip.
+        unit_length: frames per latent step of the tokenizer.
+        dropout: dropout after attention projections and in the FFN (training only).
+        attention_dropout: dropout on self-attention weights (training only).
+        drop_path_rate: stochastic depth of the last block (grows linearly from 0 over the blocks); None uses the
+            authors' 0.1 * num_layers / 24.
+        norm_eps: epsilon of every LayerNorm and of the text RMSNorm.
+        rope_theta: base of the rotary frequencies.
+        cond_drop_prob: probability of replacing a caption by the unconditional rows in training (CFG).
+        bert_replace_prob: fraction of the masked targets whose input becomes a random code.
+        bert_mask_prob: fraction of the masked targets whose input becomes [MASK] (the rest keep their code).
+        mask_augment_range: per batch a rate r ~ U(range) of the remaining non-[MASK] tokens becomes random codes.
+        perturb_rate: range of the tokenizer's hierarchical-refinement corruption used in training (passed to
+            `MoScaleVQModel.encode`).
+        guidance_scale: classifier-free guidance at scale 1; scale k uses guidance_scale - guidance_decay*(k-1).
+        guidance_decay: per-scale decrease of the guidance scale.
+        sample_steps_per_scale: refinement steps per scale used by the authors' sampler.
+        text_encoder_name: the text encoder the model was trained with.
+    """
+
+    model_type = "moscale"
+
+    def __init__(
+        self,
+        num_codes: int = 512,
+        code_dim: int = 512,
+        condition_dim: int = 384,
+        hidden_size: int = 768,
+        num_layers: int = 16,
+        num_attention_heads: int = 8,
+        mlp_ratio: float = 4.0,
+        text_dim: int = 768,
+        max_text_length: int = 20,
+        text_pool_head_dim: int = 128,
+        scales: Sequence[int] = (8, 4, 2, 1),
+        max_motion_length: int = 196,
+        unit_length: int = 4,
+        dropout: float = 0.1,
+        attention_dropout: float = 0.0,
+        drop_path_rate: float | None = None,
+        norm_eps: float = 1e-6,
+        rope_theta: float = 10000.0,
+        cond_drop_prob: float = 0.1,
+        bert_replace_prob: float = 0.1,
+        bert_mask_prob: float = 0.8,
+        mask_augment_range: Sequence[float] = (0.0, 0.1),
+        perturb_rate: Sequence[float] = (0.0, 0.6),
+        guidance_scale: float = 5.0,
+        guidance_decay: float = 0.25,
+        sample_steps_per_scale: Sequence[int] = (1, 2, 5, 10),
+        text_encoder_name: str = "google/t5-v1_1-base",
+        **kwargs,
+    ):
+        scales = tuple(int(s) for s in scales)
+        if not scales or scales[-1] != 1 or any(a <= b for a, b in zip(scales, scales[1:])):
+            raise ValueError(f"scales must be strictly decreasing positive integers ending in 1, got {scales}")
+        if condition_dim % text_pool_head_dim:
+            raise ValueError(
+                f"condition_dim ({condition_dim}) must be a multiple of text_pool_head_dim ({text_pool_head_dim})"
+            )
+        if hidden_size % num_attention_heads or (hidden_size // num_attention_heads) % 4:
+            raise ValueError(
+                f"hidden_size ({hidden_size}) must split into {num_attention_heads} heads whose size is a multiple "
+                "of 4 (the rotary embedding pairs dimensions and shares each frequency between two pairs)"
+            )
+        if max_motion_length % unit_length or (max_motion_length // unit_length) < scales[0]:
+            raise ValueError(
+                f"max_motion_length ({max_motion_length}) must be a multiple of unit_length ({unit_length}) with at "
+                f"least {scales[0]} latent steps"
+            )
+        if len(sample_steps_per_scale) != len(scales):
+            raise ValueError(f"sample_steps_per_scale needs one entry per scale ({len(scales)})")
+        self.num_codes = num_codes
+        self.code_dim = code_dim
+        self.condition_dim = condition_dim
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_attention_heads = num_attention_heads
+        self.mlp_ratio = mlp_ratio
+        self.text_dim = text_dim
+        self.max_text_length = max_text_length
+        self.text_pool_head_dim = text_pool_head_dim
+        self.scales = scales
+        self.max_motion_length = max_motion_length
+        self.unit_length = unit_length
+        self.dropout = dropout
+        self.attention_dropout = attention_dropout
+        self.drop_path_rate = 0.1 * num_layers / 24 if drop_path_rate is None else drop_path_rate
+        self.norm_eps = norm_eps
+        self.rope_theta = rope_theta
+        self.cond_drop_prob = cond_drop_prob
+        self.bert_replace_prob = bert_replace_prob
+        self.bert_mask_prob = bert_mask_prob
+        self.mask_augment_range = tuple(float(r) for r in mask_augment_range)
+        self.perturb_rate = tuple(float(r) for r in perturb_rate)
+        self.guidance_scale = guidance_scale
+        self.guidance_decay = guidance_decay
+        self.sample_steps_per_scale = tuple(int(s) for s in sample_steps_per_scale)
+        self.text_encoder_name = text_encoder_name
+        super().__init__(**kwargs)
+
+    @property
+    def latent_length(self) -> int:
+        """Latent steps of a full clip (49 for 196 frames)."""
+        return self.max_motion_length // self.unit_length
+
+    @property
+    def patch_sizes(self) -> tuple[int, ...]:
+        """Tokens per scale, coarse to fine (6, 12, 24, 49)."""
+        return tuple(self.latent_length // s for s in self.scales)
+
+    @property
+    def sequence_length(self) -> int:
+        """Tokens of the whole multi-scale sequence (91)."""
+        return sum(self.patch_sizes)
+
+    def guidance_scale_at(self, scale_index: int, guidance_scale: float | None = None) -> float:
+        """The authors' per-scale CFG weight tau: logits = (1 + tau) * cond - tau * uncond."""
+        base = self.guidance_scale if guidance_scale is None else guidance_scale
+        return base - self.guidance_decay * (scale_index - 1)
+
+
+# --------------------------------------------------------------------------------------------------- outputs / cache
+@dataclass
+class MoScaleTextConditioning(ModelOutput):
+    """The text-derived tensors, computed once per caption batch by [`MoScaleForTextToMotion.encode_text`].
+
+    Args:
+        start_tokens: (B, first_l, D) inputs of the first scale (a multi-query pool over the text).
+        condition: (B, 1, D) AdaLN condition, the max over the start tokens.
+        memory: (B, S, D) cross-attention memory (text after RMSNorm and a 2-layer MLP).
+        memory_mask: (B, S) True at the caption's tokens.
+        normed_text: (B, S, T) text (or unconditional rows) after RMSNorm.
+    """
+
+    start_tokens: torch.FloatTensor | None = None
+    condition: torch.FloatTensor | None = None
+    memory: torch.FloatTensor | None = None
+    memory_mask: torch.BoolTensor | None = None
+    normed_text: torch.FloatTensor | None = None
+
+
+class MoScaleKVCache:
+    """Self-attention keys and values of the first `length` sequence positions, one (key, value) pair per block.
+
+    Each tensor is (B, H, length, d), keys already rotated by RoPE. Because attention is block-causal, the keys and
+    values of positions in coarser scales never depend on later positions: compute them once (text start tokens +
+    every finished scale) and reuse them for all refinement steps of the current scale.
+
+    Caches are immutable: `forward(..., cache=cache, use_cache=True)` returns a new, longer cache and
+    leaves `cache` untouched, so the same prefix cache can serve every step of a scale.
+    """
+
+    def __init__(self, key_values: Sequence[tuple[torch.Tensor, torch.Tensor]]):
+        self.key_values = tuple(key_values)
+
+    @property
+    def length(self) -> int:
+        """Number of cached positions."""
+        return self.key_values[0][0].shape[2] if self.key_values else 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.key_values[0][0].shape[0]
+
+    def crop(self, length: int) -> MoScaleKVCache:
+        """The cache of the first `length` positions (e.g. drop the current scale after its first full step)."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot crop a cache of {self.length} positions to {length}")
+        return MoScaleKVCache([(k[:, :, :length], v[:, :, :length]) for k, v in self.key_values])
+
+    def __len__(self) -> int:
+        return len(self.key_values)
+
+    def __getitem__(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.key_values[layer]
+
+
+@dataclass
+class MoScaleOutput(ModelOutput):
+    """Output of [`MoScaleForTextToMotion.forward`].
+
+    Args:
+        loss: mean cross-entropy over positions whose label is >= 0 (only when `labels` is given).
+        logits: (B, l, V) logits of the positions that were fed (l = input_ids.shape[1]).
+        cache: a [`MoScaleKVCache`] of every position so far (only with `use_cache=True`).
+        hidden_states: block input and each block's output, (B, l, E) each (with `output_hidden_states=True`).
+        text_conditioning: the [`MoScaleTextConditioning`] used.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    cache: MoScaleKVCache | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    text_conditioning: MoScaleTextConditioning | None = None
+
+
+# ---------------------------------------------------------------------------------------------------- position math
+def level_of_position(patch_sizes: Sequence[int], device=None) -> torch.LongTensor:
+    """(L,) scale index of every position of the concatenated sequence."""
+    return torch.cat([torch.full((size,), k, dtype=torch.long, device=device) for k, size in enumerate(patch_sizes)])
+
+
+def scale_normalized_rope_angles(
+    patch_sizes: Sequence[int], head_dim: int, theta: float = 10000.0, device=None
+) -> torch.Tensor:
+    """(L, head_dim // 2) rotation angle of every (position, dimension pair).
+
+    Token j of a scale with n tokens sits at canonical position round(j * n_full / n) (half-to-even, float32) of
+    the finest scale, so tokens covering the same time share a position across scales. Each frequency serves two
+    consecutive pairs, as in the authors' table.
+    """
+    half = head_dim // 2
+    inv_freq = 1.0 / (theta ** (torch.arange(0, half, 2, dtype=torch.float32, device=device) / half))
+    full = patch_sizes[-1]
+    canonical = torch.arange(full, dtype=torch.float32, device=device)
+    table_FH = torch.repeat_interleave(torch.outer(canonical, inv_freq), 2, dim=-1)
+    positions = [
+        torch.round(torch.arange(size, dtype=torch.float32, device=device) * (full / float(size)))
+        .clamp_(0, full - 1)
+        .long()
+        for size in patch_sizes
+    ]
+    return table_FH[torch.cat(positions)]
+
+
+def apply_interleaved_rope(x_BHLd: torch.Tensor, angles_Lh: torch.Tensor) -> torch.Tensor:
+    """Rotate dimension pairs (2p, 2p+1) by angles[:, p]."""
+    cos, sin = angles_Lh.cos().to(x_BHLd.dtype), angles_Lh.sin().to(x_BHLd.dtype)
+    even, odd = x_BHLd[..., 0::2], x_BHLd[..., 1::2]
+    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+
+
+def cosine_mask_ratio(t: torch.Tensor) -> torch.Tensor:
+    """Fraction of tokens masked at time t in [0, 1]: cos(pi / 2 * t)."""
+    return torch.cos(t * math.pi * 0.5)
+
+
+# ------------------------------------------------------------------------------------------------------- submodules
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight).to(x.dtype)
+
+
+class TextCrossAttention(nn.Module):
+    """Multi-head attention from queries to a padded text memory; keys carry no bias, values a learned one."""
+
+    def __init__(self, query_dim: int, memory_dim: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(query_dim, query_dim)
+        self.kv_proj = nn.Linear(memory_dim, 2 * query_dim, bias=False)
+        self.v_bias = nn.Parameter(torch.zeros(query_dim))
+        self.out_proj = nn.Linear(query_dim, query_dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, query_BLE: torch.Tensor, memory_BSD: torch.Tensor, memory_mask_BS: torch.Tensor) -> torch.Tensor:
+        batch, length, width = query_BLE.shape
+        q_BHLd = self.q_proj(query_BLE).view(batch, length, self.num_heads, -1).transpose(1, 2)
+        bias = torch.cat([torch.zeros_like(self.v_bias), self.v_bias])
+        k_B2HSd = F.linear(memory_BSD, self.kv_proj.weight, bias).view(batch, -1, 2, self.num_heads, width // self.num_heads)
+        k_BHSd, v_BHSd = k_B2HSd.permute(2, 0, 3, 1, 4).unbind(0)
+        out_BHLd = F.scaled_dot_product_attention(q_BHLd, k_BHSd, v_BHSd, attn_mask=memory_mask_BS[:, None, None, :])
+        return self.dropout(self.out_proj(out_BHLd.transpose(1, 2).reshape(batch, length, width)))
+
+
+class MultiQueryTextPool(nn.Module):
+    """`num_queries` learned queries attend over the caption tokens: the start tokens of the first scale."""
+
+    def __init__(self, config: MoScaleConfig):
+        super().__init__()
+        num_queries = config.patch_sizes[0]
+        self.query_tokens = nn.Parameter(torch.zeros(num_queries, config.condition_dim))
+        self.attention = TextCrossAttention(
+            config.condition_dim, config.text_dim, config.condition_dim // config.text_pool_head_dim, dropout=0.0
+        )
+
+    def forward(self, text_BST: torch.Tensor, text_mask_BS: torch.Tensor) -> torch.Tensor:
+        queries_BMD = self.query_tokens[None].expand(text_BST.shape[0], -1, -1)
+        return self.attention(queries_BMD, text_BST, text_mask_BS)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a sample's whole residual branch with probability p (training only)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class BlockCausalSelfAttention(nn.Module):
+    """Self-attention with q/v biases (no key bias), interleaved RoPE and the VAR scale 0.25 / sqrt(d)."""
+
+    def __init__(self, config: MoScaleConfig):
+        super().__init__()
+        width = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = width // self.num_heads
+        self.scale = 0.25 / math.sqrt(self.head_dim)
+        self.qkv_proj = nn.Linear(width, 3 * width, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(width))
+        self.v_bias = nn.Parameter(torch.zeros(width))
+        self.out_proj = nn.Linear(width, width)
+        self.attention_dropout = config.attention_dropout
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        x_BlE: torch.Tensor,
+        angles_lh: torch.Tensor,
+        attend_mask_lL: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x (B, l, E) for the new positions -> (output (B, l, E), (keys, values) of past + new positions)."""
+        batch, length, width = x_BlE.shape
+        bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
+        qkv = F.linear(x_BlE, self.qkv_proj.weight, bias).view(batch, length, 3, self.num_heads, self.head_dim)
+        q_BHld, k_BHld, v_BHld = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        q_BHld = apply_interleaved_rope(q_BHld, angles_lh)
+        k_BHld = apply_interleaved_rope(k_BHld, angles_lh)
+        if past is not None:
+            k_BHld = torch.cat([past[0], k_BHld], dim=2)
+            v_BHld = torch.cat([past[1], v_BHld], dim=2)
+        out_BHld = F.scaled_dot_product_attention(
+            q_BHld,
+            k_BHld,
+            v_BHld,
+            attn_mask=attend_mask_lL,
+            dropout_p=self.attention_dropout if self.training else 0.0,
+            scale=self.scale,
+        )
+        out_BlE = self.dropout(self.out_proj(out_BHld.transpose(1, 2).reshape(batch, length, width)))
+        return out_BlE, (k_BHld, v_BHld)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, width: int, hidden: int, dropout: float):
+        super().__init__()
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(F.gelu(self.fc1(x), approximate="tanh")))
+
+
+class MoScaleBlock(nn.Module):
+    """AdaLN block: modulated self-attention (gated), plain cross-attention to the text, modulated FFN (gated)."""
+
+    def __init__(self, config: MoScaleConfig, drop_path: float):
+        super().__init__()
+        width = config.hidden_size
+        self.self_attn = BlockCausalSelfAttention(config)
+        self.cross_attn_norm = nn.LayerNorm(width, eps=config.norm_eps)
+        self.cross_attn = TextCrossAttention(width, config.condition_dim, config.num_attention_heads, config.dropout)
+        self.ffn = FeedForward(width, round(width * config.mlp_ratio), config.dropout)
+        self.norm = nn.LayerNorm(width, eps=config.norm_eps, elementwise_affine=False)
+        # Output chunks, in order: gamma1, gamma2, scale1, scale2, shift1, shift2.
+        self.adaln_modulation = nn.Linear(config.condition_dim, 6 * width)
+        self.drop_path = DropPath(drop_path)
+
+    def modulation(self, condition_B1D: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The six (B, 1, E) AdaLN vectors gamma1, gamma2, scale1, scale2, shift1, shift2."""
+        return self.adaln_modulation(F.silu(condition_B1D)).chunk(6, dim=-1)
+
+    def forward(
+        self,
+        x_BlE: torch.Tensor,
+        text: MoScaleTextConditioning,
+        angles_lh: torch.Tensor,
+        attend_mask_lL: torch.Tensor,
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = self.modulation(text.condition)
+        attn_BlE, key_value = self.self_attn(self.norm(x_BlE) * (1 + scale1) + shift1, angles_lh, attend_mask_lL, past)
+        x_BlE = x_BlE + self.drop_path(attn_BlE * gamma1)
+        x_BlE = x_BlE + self.cross_attn(self.cross_attn_norm(x_BlE), text.memory, text.memory_mask)
+        x_BlE = x_BlE + self.drop_path(self.ffn(self.norm(x_BlE) * (1 + scale2) + shift2) * gamma2)
+        return x_BlE, key_value
+
+
+# ------------------------------------------------------------------------------------------------------------ model
+class MoScalePreTrainedModel(PreTrainedModel):
+    config_class = MoScaleConfig
+    base_model_prefix = "moscale"
+    main_input_name = "input_ids"
+    _no_split_modules = ["MoScaleBlock"]
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """The authors' initialisation, so that training from scratch starts from the same distribution."""
+        config = self.config
+        std = math.sqrt(1 / config.condition_dim / 3)
+        depth_gain = 1 / math.sqrt(2 * config.num_layers)
+        if isinstance(module, nn.Linear):
+            init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.trunc_normal_(module.weight, std=std)
+        elif isinstance(module, nn.LayerNorm) and module.weight is not None:
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, RMSNorm):
+            init.ones_(module.weight)
+        elif isinstance(module, TextCrossAttention):
+            init.zeros_(module.v_bias)
+        elif isinstance(module, MultiQueryTextPool):
+            init.trunc_normal_(module.query_tokens, std=std)
+        elif isinstance(module, BlockCausalSelfAttention):
+            init.zeros_(module.q_bias)
+            init.zeros_(module.v_bias)
+        if isinstance(module, MoScaleBlock):
+            # Residual projections shrink with depth; AdaLN starts near identity. The gamma slice uses the
+            # condition width, as the authors' code does.
+            self._init_linear(module.self_attn.out_proj, std, depth_gain)
+            self._init_linear(module.ffn.fc2, std, depth_gain)
+            rows = torch.ones(module.adaln_modulation.out_features, 1)
+            rows[: 2 * config.condition_dim] = 1e-5
+            rows[2 * config.condition_dim :] = 0.5
+            self._init_linear(module.adaln_modulation, std, rows)
+        elif isinstance(module, MoScaleForTextToMotion):
+            self._init_linear(module.head, std, 0.02)
+            self._init_linear(module.head_adaln_modulation, std, 0.5)
+            init.trunc_normal_(module.token_embedding, std=std)
+            code_std = math.sqrt(1 / config.code_dim / 3)
+            init.trunc_normal_(module.mask_token_embedding, std=code_std)
+            init.trunc_normal_(module.pad_token_embedding, std=code_std)
+            init.trunc_normal_(module.start_position_embedding, std=math.sqrt(1 / config.hidden_size / 3))
+            generator = torch.Generator().manual_seed(0)
+            uncond = torch.nn.init.trunc_normal_(
+                torch.empty(module.uncond_text_embedding.shape), std=1.2, generator=generator
+            )
+            init.copy_(module.uncond_text_embedding, uncond / math.sqrt(config.text_dim))
+
+    @staticmethod
+    def _init_linear(linear: nn.Linear, std: float, gain: float | torch.Tensor = 1.0) -> None:
+        weight = torch.nn.init.trunc_normal_(torch.empty(linear.weight.shape), std=std) * gain
+        init.copy_(linear.weight, weight.to(linear.weight.dtype))
+        if linear.bias is not None:
+            init.zeros_(linear.bias)
+
+
+class MoScaleForTextToMotion(MoScalePreTrainedModel):
+    """The MoScale next-scale transformer with its text conditioning and prediction head.
+
+    Typical use:
+
+    * training: `batch = model.prepare_training_inputs(vq_out.codes, vq_out.f_hat_per_scale)` then
+      `model(**batch, text_hidden_states=..., text_attention_mask=...).loss`;
+    * teacher forcing / scoring: `model(input_ids (B, 91), prev_scale_features (B, 85, C), text_hidden_states,
+      text_attention_mask, labels=...)`;
+    * sampling scale by scale with the KV cache: see `forward`.
+    """
+
+    def __init__(self, config: MoScaleConfig):
+        super().__init__(config)
+        self.patch_sizes = config.patch_sizes
+        self.first_l = self.patch_sizes[0]
+        self.token_embedding = nn.Parameter(torch.zeros(config.num_codes, config.code_dim))
+        self.mask_token_embedding = nn.Parameter(torch.zeros(1, config.code_dim))
+        self.pad_token_embedding = nn.Parameter(torch.zeros(1, config.code_dim))
+        self.uncond_text_embedding = nn.Parameter(torch.zeros(config.max_text_length, config.text_dim))
+        self.text_norm = RMSNorm(config.text_dim, config.norm_eps)
+        self.text_pool = MultiQueryTextPool(config)
+        self.text_proj = nn.Sequential(
+            nn.Linear(config.text_dim, config.condition_dim),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(config.condition_dim, config.condition_dim),
+        )
+        self.prev_scale_proj = nn.Linear(config.code_dim, config.condition_dim)
+        self.token_proj = nn.Linear(config.code_dim, config.condition_dim)
+        self.input_proj = nn.Linear(2 * config.condition_dim, config.hidden_size)
+        self.start_position_embedding = nn.Parameter(torch.zeros(1, self.first_l, config.hidden_size))
+        self.level_embedding = nn.Embedding(len(config.scales), config.hidden_size)
+        # Plain Python: from_pretrained builds the model on the meta device, where tensors hold no values.
+        steps = max(config.num_layers - 1, 1)
+        drop_paths = [config.drop_path_rate * i / steps for i in range(config.num_layers)]
+        self.blocks = nn.ModuleList([MoScaleBlock(config, p) for p in drop_paths])
+        self.head_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, elementwise_affine=False)
+        self.head_adaln_modulation = nn.Linear(config.condition_dim, 2 * config.hidden_size)
+        self.head = nn.Linear(config.hidden_size, config.num_codes)
+        self.post_init()
+
+    # ------------------------------------------------------------------------------------------------------ text
+    def encode_text(
+        self,
+        text_hidden_states: torch.Tensor,
+        text_attention_mask: torch.Tensor,
+        drop_text: torch.Tensor | None = None,
+    ) -> MoScaleTextConditioning:
+        """Text encoder states (B, S, T) + left-aligned mask (B, S) -> start tokens, AdaLN condition, memory.
+
+        `drop_text` (B,) bool replaces a caption's rows by the learned unconditional rows `uncond_text_embedding[:n]`,
+        keeping the caption's own token count n (the unconditional branch of classifier-free guidance). For CFG
+        sampling pass the batch twice, `drop_text = [False] * B + [True] * B`.
+        """
+        batch, length, _ = self._check_text(text_hidden_states, text_attention_mask)
+        mask_BS = text_attention_mask.bool()
+        text_BST = text_hidden_states.float()
+        if drop_text is not None:
+            drop_text = torch.as_tensor(drop_text, device=text_BST.device).bool()
+            if drop_text.shape != (batch,):
+                raise ValueError(f"drop_text must have shape ({batch},), got {tuple(drop_text.shape)}")
+            uncond_1ST = self.uncond_text_embedding[None, :length].to(text_BST.dtype)
+            text_BST = torch.where(drop_text[:, None, None], uncond_1ST, text_BST)
+        normed_BST = self.text_norm(text_BST)
+        start_BMD = self.text_pool(normed_BST, mask_BS)
+        return MoScaleTextConditioning(
+            start_tokens=start_BMD,
+            condition=start_BMD.max(dim=1, keepdim=True).values,
+            memory=self.text_proj(normed_BST),
+            memory_mask=mask_BS,
+            normed_text=normed_BST,
+        )
+
+    def _check_text(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[int, int, int]:
+        if states.ndim != 3 or states.shape[-1] != self.config.text_dim:
+            raise ValueError(f"text_hidden_states must be (batch, tokens, {self.config.text_dim}), got {tuple(states.shape)}")
+        batch, length, width = states.shape
+        if length > self.config.max_text_length:
+            raise ValueError(
+                f"text has {length} tokens but the model takes at most max_text_length={self.config.max_text_length}; "
+                "tokenize with max_length=max_text_length and truncation=True"
+            )
+        if mask is None or tuple(mask.shape) != (batch, length):
+            raise ValueError(f"text_attention_mask must have shape ({batch}, {length})")
+        lengths = mask.long().sum(-1)
+        if bool((lengths < 1).any()):
+            raise ValueError("every caption needs at least one token in text_attention_mask")
+        left_aligned = torch.arange(length, device=mask.device)[None] < lengths[:, None]
+        if not torch.equal(left_aligned, mask.bool()):
+            raise ValueError("text_attention_mask must be left-aligned (ones first, then zeros), as T5 tokenizers pad")
+        return batch, length, width
+
+    # ---------------------------------------------------------------------------------------------------- tokens
+    def embed_tokens(self, ids_Bl: torch.Tensor) -> torch.Tensor:
+        """Token ids (codes, MASK_ID, PAD_ID) -> token inputs (B, l, D) after the token projection."""
+        if bool((ids_Bl < MASK_ID).any()) or bool((ids_Bl >= self.config.num_codes).any()):
+            raise ValueError(
+                f"input_ids must be codes in [0, {self.config.num_codes - 1}], MASK_ID ({MASK_ID}) or PAD_ID ({PAD_ID})"
+            )
+        emb_BlC = F.embedding(ids_Bl.clamp(min=0), self.token_embedding)
+        emb_BlC = torch.where((ids_Bl == MASK_ID)[..., None], self.mask_token_embedding, emb_BlC)
+        emb_BlC = torch.where((ids_Bl == PAD_ID)[..., None], self.pad_token_embedding, emb_BlC)
+        return self.token_proj(emb_BlC)
+
+    def final_norm(self, hidden_BlE: torch.Tensor, condition_B1D: torch.Tensor) -> torch.Tensor:
+        """AdaLN before the head: LN(h) * (1 + scale) + shift."""
+        scale, shift = self.head_adaln_modulation(F.silu(condition_B1D)).chunk(2, dim=-1)
+        return self.head_norm(hidden_BlE) * (1 + scale) + shift
+
+    # --------------------------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        prev_scale_features: torch.Tensor | None = None,
+        text_hidden_states: torch.Tensor | None = None,
+        text_attention_mask: torch.Tensor | None = None,
+        drop_text: torch.Tensor | None = None,
+        text_conditioning: MoScaleTextConditioning | None = None,
+        labels: torch.LongTensor | None = None,
+        cache: MoScaleKVCache | None = None,
+        use_cache: bool = False,
+        output_hidden_states: bool = False,
+        return_dict: bool | None = None,
+    ):
+        """Logits for the sequence positions P .. P + l - 1, where P is the cache length (0 without a cache).
+
+        Args:
+            input_ids: (B, l) ids of those positions: codes, MASK_ID (-2) or PAD_ID (-1).
+            prev_scale_features: (B, n, C) continuous inputs of the new positions outside the first scale
+                (n = number of new positions >= first_l): for scale k, the tokenizer's f_hat after scale k-1
+                area-downsampled to scale k's length (`MoScaleVQModel.next_scale_input`). None when n == 0.
+            text_hidden_states, text_attention_mask, drop_text: see `encode_text`; or pass `text_conditioning`
+                computed once by `encode_text` (sampling loops should).
+            labels: (B, l) targets; positions with a negative label (e.g. MASK_ID) are ignored.
+            cache: [`MoScaleKVCache`] of positions 0 .. P-1.
+            use_cache: return the cache of positions 0 .. P + l - 1.
+            output_hidden_states: return the block input and every block output.
+
+        KV-cache recipe for scale k (positions [s_k, s_k + n_k)): run the first refinement step as
+        `out = model(ids[:, s_{k-1}:s_k + n_k], ..., cache=cache_{<k-1}, use_cache=True)` with the final
+        ids of scale k-1 and the current ids of scale k (or, without any cache, all positions from 0), then keep
+        `cache = out.cache.crop(s_k)`; every later step runs only the current scale,
+        `model(ids_k, prev_scale_features=feats_k, text_conditioning=cond, cache=cache)`. Because the
+        mask is block-causal this gives the same logits as a full forward.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be (batch, length), got {tuple(input_ids.shape)}")
+        batch, length = input_ids.shape
+        start = cache.length if cache is not None else 0
+        stop = start + length
+        total = self.config.sequence_length
+        if length == 0 or stop > total:
+            raise ValueError(f"positions {start}..{stop - 1} fall outside the {total}-token sequence")
+        if cache is not None and (len(cache) != len(self.blocks) or cache.batch_size != batch):
+            raise ValueError("cache does not match this model's layers or the batch size")
+
+        if text_conditioning is None:
+            if text_hidden_states is None:
+                raise ValueError("pass text_hidden_states and text_attention_mask, or text_conditioning")
+            text_conditioning = self.encode_text(text_hidden_states, text_attention_mask, drop_text)
+        elif text_conditioning.start_tokens.shape[0] != batch:
+            raise ValueError("text_conditioning batch size does not match input_ids")
+
+        continuous_BlD = self._continuous_inputs(text_conditioning.start_tokens, prev_scale_features, start, stop, batch)
+        hidden_BlE = self.input_proj(torch.cat([continuous_BlD, self.embed_tokens(input_ids)], dim=-1))
+        device = hidden_BlE.device
+        # Learned positions for the start tokens only; zero rows elsewhere.
+        start_pos_LE = F.pad(self.start_position_embedding[0], (0, 0, 0, self.config.sequence_length - self.first_l))
+        hidden_BlE = hidden_BlE + start_pos_LE[start:stop][None]
+        level_L = level_of_position(self.patch_sizes, device)
+        hidden_BlE = hidden_BlE + self.level_embedding(level_L[start:stop])[None]
+
+        head_dim = self.config.hidden_size // self.config.num_attention_heads
+        angles_lh = scale_normalized_rope_angles(self.patch_sizes, head_dim, self.config.rope_theta, device)[start:stop]
+        attend_mask_lL = level_L[None, :stop] <= level_L[start:stop, None]
+
+        hidden_states = [hidden_BlE] if output_hidden_states else None
+        new_cache = []
+        for layer, block in enumerate(self.blocks):
+            past = cache[layer] if cache is not None else None
+            hidden_BlE, key_value = block(hidden_BlE, text_conditioning, angles_lh, attend_mask_lL, past)
+            new_cache.append(key_value)
+            if output_hidden_states:
+                hidden_states.append(hidden_BlE)
+
+        logits_BlV = self.head(self.final_norm(hidden_BlE.float(), text_conditioning.condition)).float()
+        loss = None
+        if labels is not None:
+            if labels.shape != input_ids.shape:
+                raise ValueError(f"labels must have the shape of input_ids {tuple(input_ids.shape)}")
+            targets = labels.masked_fill(labels < 0, -100).reshape(-1)
+            loss = F.cross_entropy(logits_BlV.reshape(-1, logits_BlV.shape[-1]), targets, ignore_index=-100)
+        output = MoScaleOutput(
+            loss=loss,
+            logits=logits_BlV,
+            cache=MoScaleKVCache(new_cache) if use_cache else None,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+            text_conditioning=text_conditioning,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _continuous_inputs(
+        self, start_BMD: torch.Tensor, prev_scale_features: torch.Tensor | None, start: int, stop: int, batch: int
+    ) -> torch.Tensor:
+        """Start tokens for new positions inside the first scale, projected f_hat features for the rest."""
+        parts = []
+        if start < self.first_l:
+            parts.append(start_BMD[:, start : min(stop, self.first_l)])
+        n_features = stop - max(start, self.first_l)
+        expected = (batch, n_features, self.config.code_dim)
+        if n_features > 0:
+            if prev_scale_features is None or tuple(prev_scale_features.shape) != expected:
+                got = None if prev_scale_features is None else tuple(prev_scale_features.shape)
+                raise ValueError(
+                    f"prev_scale_features must have shape {expected} for positions {max(start, self.first_l)}.."
+                    f"{stop - 1}, got {got}"
+                )
+            parts.append(self.prev_scale_proj(prev_scale_features.to(start_BMD.dtype)))
+        elif prev_scale_features is not None and prev_scale_features.shape[1] != 0:
+            raise ValueError("prev_scale_features given, but every new position is a start token")
+        return torch.cat(parts, dim=1)
+
+    # ------------------------------------------------------------------------------------------- training pieces
+    def prev_scale_features_from_f_hat(self, f_hat_per_scale: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Tokenizer f_hat after each scale ((B, C, T) each) -> (B, L - first_l, C) continuous inputs of scales 1..:
+        scale k gets f_hat after scale k-1, area-downsampled to its length."""
+        feats = [
+            F.interpolate(f_hat_per_scale[k], size=self.patch_sizes[k + 1], mode="area")
+            for k in range(len(self.patch_sizes) - 1)
+        ]
+        return torch.cat(feats, dim=2).transpose(1, 2)
+
+    def corrupt_tokens(
+        self, clean_ids: torch.LongTensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.LongTensor, torch.LongTensor]:
+        """The authors' training corruption of clean ids (B, L) (PAD_ID beyond lengths) -> (input_ids, labels).
+
+        Per sample a cosine-scheduled count round(L * cos(pi/2 * u)) (>= 1, L counting padded positions) of random
+        valid positions become targets; of those, a `bert_replace_prob` share get a random code, a `bert_mask_prob`
+        share get MASK_ID and the rest keep their code. Then a per-batch rate r ~ U(mask_augment_range) of all
+        valid non-[MASK] positions get random codes too. Labels hold the clean id at targets and MASK_ID elsewhere.
+        """
+        config = self.config
+        device = clean_ids.device
+        batch, length = clean_ids.shape
+
+        def rand(*shape):
+            return torch.rand(shape, generator=generator, device=device)
+
+        def random_codes():
+            return torch.randint(0, config.num_codes, (batch, length), generator=generator, device=device)
+
+        valid = clean_ids != PAD_ID
+        n_targets = (length * cosine_mask_ratio(rand(batch))).round().clamp(min=1)
+        rank = rand(batch, length).argsort(dim=-1)
+        target = (rank < n_targets[:, None]) & valid
+        labels = torch.where(target, clean_ids, MASK_ID)
+
+        replaced = target & (rand(batch, length) < config.bert_replace_prob)
+        input_ids = torch.where(replaced, random_codes(), clean_ids)
+        masked = target & ~replaced & (rand(batch, length) < config.bert_mask_prob / (1 - config.bert_replace_prob))
+        input_ids = torch.where(masked, MASK_ID, input_ids)
+
+        low, high = config.mask_augment_range
+        if high > 0:
+            rate = low + (high - low) * rand()
+            augmented = (rand(batch, length) < rate) & valid & ~masked
+            input_ids = torch.where(augmented, random_codes(), input_ids)
+        return input_ids, labels
+
+    def sample_text_dropout(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.BoolTensor:
+        """(B,) True for captions replaced by the unconditional rows (probability `cond_drop_prob`)."""
+        return torch.rand((batch,), generator=generator, device=device) < self.config.cond_drop_prob
+
+    def prepare_training_inputs(
+        self,
+        codes: Sequence[torch.LongTensor],
+        f_hat_per_scale: Sequence[torch.Tensor],
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Tokenizer output (from `MoScaleVQModel.encode(..., perturb_rate=config.perturb_rate)`) -> forward kwargs.
+
+        Returns `input_ids`, `labels`, `prev_scale_features` and `drop_text`; add `text_hidden_states` and
+        `text_attention_mask` and call the model to get the training loss.
+        """
+        clean_ids = torch.cat(list(codes), dim=1)
+        if clean_ids.shape[1] != self.config.sequence_length:
+            raise ValueError(f"codes cover {clean_ids.shape[1]} tokens, the model expects {self.config.sequence_length}")
+        input_ids, labels = self.corrupt_tokens(clean_ids, generator)
+        return {
+            "input_ids": input_ids,
+            "labels": labels,
+            "prev_scale_features": self.prev_scale_features_from_f_hat(f_hat_per_scale),
+            "drop_text": self.sample_text_dropout(clean_ids.shape[0], generator, clean_ids.device),
+        }
+
+
+AutoConfig.register(MoScaleConfig.model_type, MoScaleConfig, exist_ok=True)
+AutoModel.register(MoScaleConfig, MoScaleForTextToMotion, exist_ok=True)

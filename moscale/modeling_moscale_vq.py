@@ -1,0 +1,679 @@
+"""MoScale motion tokenizer: a 1D convolutional VQ-VAE with a multi-scale residual quantizer.
+
+The encoder turns a motion clip (B, N, motion_dim) into latents (B, C, T) with T = N / 2**down_t. The quantizer
+writes the latent as a sum over scales s in `config.scales` (coarse to fine): at scale s the residual is
+area-downsampled to T // s steps, each step takes its nearest code from one shared codebook, and the chosen code
+vectors are linearly upsampled back to T and subtracted from the residual. The decoder maps the accumulated
+reconstruction `f_hat` (B, C, T) back to motion.
+
+The computation reproduces the authors' HRVQVAE (github.com/zhiwei-zzz/MoScale) tensor for tensor; the places where
+we differ on purpose are listed in docs/architecture.md.
+
+Shape suffixes follow VAR: B batch, N frames, D motion features, C code dim, T latent steps, K codebook size,
+L tokens at one scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+PAD_ID = -1
+"""Code id at positions beyond a sample's valid length."""
+
+_ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "leakyrelu": lambda: nn.LeakyReLU(0.1)}
+
+
+class MoScaleVQConfig(PreTrainedConfig):
+    r"""Configuration of [`MoScaleVQModel`]. Defaults are the paper's HumanML3D tokenizer.
+
+    Args:
+        motion_dim: features per frame (263 for HumanML3D, 251 for KIT-ML).
+        code_dim: width C of latents and codebook vectors.
+        num_codes: codebook size K (shared by all scales).
+        scales: temporal downsampling factor of each quantizer scale, coarse to fine; the finest must be 1.
+        width: channel width of the convolutional encoder/decoder.
+        depth: residual blocks per resolution.
+        down_t: number of stride-2 downsampling stages; a latent step covers 2**down_t frames.
+        dilation_growth_rate: dilation of residual block j is growth**(depth-1-j).
+        activation: "relu", "silu", "gelu" or "leakyrelu".
+        use_attention: add a gated self-attention block after every resolution stage.
+        attention_heads: heads of those attention blocks (width / heads must be even, for rotary embeddings).
+        attention_ffn_ratio: hidden size of the attention blocks' feed-forward, relative to width.
+        resnet_dropout: dropout inside residual blocks (training only).
+        attention_dropout: dropout on attention weights and feed-forward outputs (training only).
+        ema_decay: EMA decay of the codebook statistics during training.
+        code_sampling_temperature: training-time code choice draws argmax(-distance / temperature + Gumbel
+            noise); 0 gives plain nearest-code search. Evaluation always uses nearest codes.
+        commit_loss_weight: weight of the commitment loss in `loss`.
+        joint_position_loss_weight: weight of the extra smooth-L1 term on `joint_position_dims`.
+        joint_position_dims: (start, stop) feature slice of root-relative joint positions (4:67 for HumanML3D).
+        max_motion_length: frames of a full clip; latents have max_motion_length // 2**down_t steps.
+    """
+
+    model_type = "moscale_vq"
+
+    def __init__(
+        self,
+        motion_dim: int = 263,
+        code_dim: int = 512,
+        num_codes: int = 512,
+        scales: Sequence[int] = (8, 4, 2, 1),
+        width: int = 512,
+        depth: int = 3,
+        down_t: int = 2,
+        dilation_growth_rate: int = 3,
+        activation: str = "relu",
+        use_attention: bool = True,
+        attention_heads: int = 8,
+        attention_ffn_ratio: int = 4,
+        resnet_dropout: float = 0.2,
+        attention_dropout: float = 0.1,
+        ema_decay: float = 0.99,
+        code_sampling_temperature: float = 0.5,
+        commit_loss_weight: float = 0.02,
+        joint_position_loss_weight: float = 0.5,
+        joint_position_dims: Sequence[int] = (4, 67),
+        max_motion_length: int = 196,
+        **kwargs,
+    ):
+        scales = tuple(int(s) for s in scales)
+        if not scales or scales[-1] != 1 or any(a <= b for a, b in zip(scales, scales[1:])):
+            raise ValueError(f"scales must be strictly decreasing positive integers ending in 1, got {scales}")
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        if use_attention and (width % attention_heads or (width // attention_heads) % 2):
+            raise ValueError(
+                f"width ({width}) must split into {attention_heads} attention heads of even size "
+                "(rotary embeddings rotate pairs); choose a width that is a multiple of 2 * attention_heads"
+            )
+        if len(joint_position_dims) != 2 or not 0 <= joint_position_dims[0] < joint_position_dims[1] <= motion_dim:
+            raise ValueError(f"joint_position_dims must be (start, stop) within motion_dim, got {joint_position_dims}")
+        if max_motion_length % (2**down_t):
+            raise ValueError(f"max_motion_length ({max_motion_length}) must be a multiple of 2**down_t ({2**down_t})")
+        self.motion_dim = motion_dim
+        self.code_dim = code_dim
+        self.num_codes = num_codes
+        self.scales = scales
+        self.width = width
+        self.depth = depth
+        self.down_t = down_t
+        self.dilation_growth_rate = dilation_growth_rate
+        self.activation = activation
+        self.use_attention = use_attention
+        self.attention_heads = attention_heads
+        self.attention_ffn_ratio = attention_ffn_ratio
+        self.resnet_dropout = resnet_dropout
+        self.attention_dropout = attention_dropout
+        self.ema_decay = ema_decay
+        self.code_sampling_temperature = code_sampling_temperature
+        self.commit_loss_weight = commit_loss_weight
+        self.joint_position_loss_weight = joint_position_loss_weight
+        self.joint_position_dims = tuple(int(d) for d in joint_position_dims)
+        self.max_motion_length = max_motion_length
+        super().__init__(**kwargs)
+
+    @property
+    def unit_length(self) -> int:
+        """Frames per latent step."""
+        return 2**self.down_t
+
+    @property
+    def latent_length(self) -> int:
+        """Latent steps T of a full-length clip."""
+        return self.max_motion_length // self.unit_length
+
+    @property
+    def patch_sizes(self) -> tuple[int, ...]:
+        """Tokens per scale for a full-length clip, e.g. (6, 12, 24, 49)."""
+        return tuple(self.latent_length // s for s in self.scales)
+
+
+@dataclass
+class MoScaleVQEncoderOutput(ModelOutput):
+    """Output of [`MoScaleVQModel.encode`] and [`MoScaleVQModel.quantize`].
+
+    Args:
+        codes: one (B, T // s) LongTensor per scale, coarse to fine; PAD_ID (-1) beyond the valid length.
+        f_hat_per_scale: one (B, C, T) tensor per scale: the accumulated reconstruction after that scale.
+        latent: (B, C, T) encoder output.
+    """
+
+    codes: tuple[torch.LongTensor, ...] | None = None
+    f_hat_per_scale: tuple[torch.FloatTensor, ...] | None = None
+    latent: torch.FloatTensor | None = None
+
+
+@dataclass
+class MoScaleVQOutput(ModelOutput):
+    """Output of the training forward of [`MoScaleVQModel`].
+
+    Args:
+        loss: reconstruction + commit_loss_weight * commit + joint_position_loss_weight * joint term.
+        reconstruction: (B, N, D) decoded motion.
+        reconstruction_loss: smooth-L1 over valid frames and all features.
+        commit_loss: mean over scales of the squared latent error (see docs/architecture.md for its scaling).
+        joint_position_loss: smooth-L1 over valid frames on `config.joint_position_dims`.
+        perplexity: exp entropy of the code usage in this batch.
+        codes: (B, T // s) code ids per scale (PAD_ID beyond the valid length).
+    """
+
+    loss: torch.FloatTensor | None = None
+    reconstruction: torch.FloatTensor | None = None
+    reconstruction_loss: torch.FloatTensor | None = None
+    commit_loss: torch.FloatTensor | None = None
+    joint_position_loss: torch.FloatTensor | None = None
+    perplexity: torch.FloatTensor | None = None
+    codes: tuple[torch.LongTensor, ...] | None = None
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.BoolTensor:
+    """(B,) lengths -> (B, max_len) mask, True at valid positions."""
+    return torch.arange(max_len, device=lengths.device)[None] < lengths[:, None]
+
+
+class ResidualConvBlock(nn.Module):
+    """Pre-activation residual block: x + conv2(act(conv1(act(x)))) with a dilated kernel-3 conv1."""
+
+    def __init__(self, width: int, dilation: int, activation: str, dropout: float):
+        super().__init__()
+        self.act1 = _ACTIVATIONS[activation]()
+        self.conv1 = nn.Conv1d(width, width, 3, padding=dilation, dilation=dilation)
+        self.act2 = _ACTIVATIONS[activation]()
+        self.conv2 = nn.Conv1d(width, width, 1)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x_BWT: torch.Tensor) -> torch.Tensor:
+        return x_BWT + self.dropout(self.conv2(self.act2(self.conv1(self.act1(x_BWT)))))
+
+
+class ResidualConvStack(nn.Sequential):
+    def __init__(self, config: MoScaleVQConfig):
+        # Dilations run from the largest down to 1, in the encoder as in the decoder.
+        dilations = [config.dilation_growth_rate ** (config.depth - 1 - j) for j in range(config.depth)]
+        super().__init__(
+            *[ResidualConvBlock(config.width, d, config.activation, config.resnet_dropout) for d in dilations]
+        )
+
+
+def rotate_half_rope(x_BHTd: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding at positions 0..T-1, pairing dim i with dim i + d/2 (the "rotate half" layout)."""
+    head_dim, length = x_BHTd.shape[-1], x_BHTd.shape[-2]
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, device=x_BHTd.device).float() / head_dim))
+    freqs_Td = torch.outer(torch.arange(length, device=x_BHTd.device).float(), inv_freq)
+    angles_Td = torch.cat([freqs_Td, freqs_Td], dim=-1)
+    first, second = x_BHTd.chunk(2, dim=-1)
+    return x_BHTd * angles_Td.cos() + torch.cat([-second, first], dim=-1) * angles_Td.sin()
+
+
+class GatedAttentionBlock(nn.Module):
+    """Pre-norm multi-head self-attention with rotary positions, a sigmoid gate per head, then a GELU FFN.
+
+    Padded keys (position >= length) are masked; padded queries are still computed (their outputs are ignored
+    downstream).
+    """
+
+    def __init__(self, config: MoScaleVQConfig):
+        super().__init__()
+        width = config.width
+        self.num_heads = config.attention_heads
+        self.norm1 = nn.LayerNorm(width)
+        self.q_proj = nn.Linear(width, width)
+        self.k_proj = nn.Linear(width, width)
+        self.v_proj = nn.Linear(width, width)
+        self.gate_proj = nn.Linear(width, self.num_heads)
+        self.out_proj = nn.Linear(width, width)
+        self.attention_dropout = config.attention_dropout
+        self.norm2 = nn.LayerNorm(width)
+        hidden = width * config.attention_ffn_ratio
+        self.ffn = nn.Sequential(
+            nn.Linear(width, hidden),
+            nn.GELU(),
+            nn.Dropout(config.attention_dropout),
+            nn.Linear(hidden, width),
+            nn.Dropout(config.attention_dropout),
+        )
+
+    def forward(self, x_BWT: torch.Tensor, lengths_B: torch.Tensor) -> torch.Tensor:
+        x_BTW = x_BWT.transpose(1, 2)
+        batch, length, width = x_BTW.shape
+        normed_BTW = self.norm1(x_BTW)
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(batch, length, self.num_heads, -1).transpose(1, 2)
+
+        q_BHTd = rotate_half_rope(heads(self.q_proj(normed_BTW)))
+        k_BHTd = rotate_half_rope(heads(self.k_proj(normed_BTW)))
+        v_BHTd = heads(self.v_proj(normed_BTW))
+        key_mask_B11T = lengths_to_mask(lengths_B, length)[:, None, None, :]
+        attn_BHTd = F.scaled_dot_product_attention(
+            q_BHTd, k_BHTd, v_BHTd, attn_mask=key_mask_B11T, dropout_p=self.attention_dropout if self.training else 0.0
+        )
+        attn_BHTd = attn_BHTd * torch.sigmoid(self.gate_proj(normed_BTW)).transpose(1, 2)[..., None]
+        x_BTW = x_BTW + self.out_proj(attn_BHTd.transpose(1, 2).reshape(batch, length, width))
+        x_BTW = x_BTW + self.ffn(self.norm2(x_BTW))
+        return x_BTW.transpose(1, 2)
+
+
+class EncoderStage(nn.Module):
+    def __init__(self, config: MoScaleVQConfig):
+        super().__init__()
+        self.downsample = nn.Conv1d(config.width, config.width, kernel_size=4, stride=2, padding=1)
+        self.resnet = ResidualConvStack(config)
+        self.attention = GatedAttentionBlock(config) if config.use_attention else None
+
+    def forward(self, x_BWT: torch.Tensor, lengths_B: torch.Tensor) -> torch.Tensor:
+        x_BWT = self.resnet(self.downsample(x_BWT))
+        return self.attention(x_BWT, lengths_B) if self.attention is not None else x_BWT
+
+
+class DecoderStage(nn.Module):
+    def __init__(self, config: MoScaleVQConfig):
+        super().__init__()
+        self.resnet = ResidualConvStack(config)
+        self.conv = nn.Conv1d(config.width, config.width, 3, padding=1)
+        self.attention = GatedAttentionBlock(config) if config.use_attention else None
+
+    def forward(self, x_BWT: torch.Tensor, lengths_B: torch.Tensor) -> torch.Tensor:
+        x_BWT = self.conv(F.interpolate(self.resnet(x_BWT), scale_factor=2, mode="nearest"))
+        return self.attention(x_BWT, lengths_B) if self.attention is not None else x_BWT
+
+
+class MoScaleVQEncoder(nn.Module):
+    def __init__(self, config: MoScaleVQConfig):
+        super().__init__()
+        self.conv_in = nn.Conv1d(config.motion_dim, config.width, 3, padding=1)
+        self.act_in = nn.ReLU()
+        self.stages = nn.ModuleList([EncoderStage(config) for _ in range(config.down_t)])
+        self.conv_out = nn.Conv1d(config.width, config.code_dim, 3, padding=1)
+
+    def forward(self, motion_BDN: torch.Tensor, lengths_B: torch.Tensor) -> torch.Tensor:
+        x_BWT = self.act_in(self.conv_in(motion_BDN))
+        for stage in self.stages:
+            lengths_B = lengths_B // 2
+            x_BWT = stage(x_BWT, lengths_B)
+        return self.conv_out(x_BWT)
+
+
+class MoScaleVQDecoder(nn.Module):
+    def __init__(self, config: MoScaleVQConfig):
+        super().__init__()
+        self.conv_in = nn.Conv1d(config.code_dim, config.width, 3, padding=1)
+        self.act_in = nn.ReLU()
+        self.stages = nn.ModuleList([DecoderStage(config) for _ in range(config.down_t)])
+        self.conv_mid = nn.Conv1d(config.width, config.width, 3, padding=1)
+        self.act_out = nn.ReLU()
+        self.conv_out = nn.Conv1d(config.width, config.motion_dim, 3, padding=1)
+
+    def forward(self, f_hat_BCT: torch.Tensor, token_lengths_B: torch.Tensor) -> torch.Tensor:
+        x_BWT = self.act_in(self.conv_in(f_hat_BCT))
+        lengths_B = token_lengths_B
+        for stage in self.stages:
+            lengths_B = lengths_B * 2
+            x_BWT = stage(x_BWT, lengths_B)
+        return self.conv_out(self.act_out(self.conv_mid(x_BWT)))
+
+
+class MultiScaleQuantizer(nn.Module):
+    """Shared-codebook residual quantizer over temporal scales, with EMA codebook learning.
+
+    Buffers (all persistent, so `from_pretrained` restores them): `codebook` (K, C), the EMA statistics
+    `code_sum` (K, C) and `code_count` (K,), and `initialized` (0 until the first training batch has seeded the
+    codebook from encoder outputs).
+    """
+
+    def __init__(self, config: MoScaleVQConfig):
+        super().__init__()
+        self.scales = config.scales
+        self.num_codes = config.num_codes
+        self.ema_decay = config.ema_decay
+        self.register_buffer("codebook", torch.zeros(config.num_codes, config.code_dim))
+        self.register_buffer("code_sum", torch.zeros(config.num_codes, config.code_dim))
+        self.register_buffer("code_count", torch.ones(config.num_codes))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.long))
+
+    def nearest_codes(self, x_NC: torch.Tensor, temperature: float = 0.0) -> torch.LongTensor:
+        """Nearest codebook entry of each row; with temperature > 0, a Gumbel-perturbed choice (training)."""
+        codebook_KC = self.codebook
+        # Same expansion and order as the authors, so near-ties resolve identically.
+        distance_NK = (
+            x_NC.pow(2).sum(-1, keepdim=True) - 2 * x_NC @ codebook_KC.t() + codebook_KC.pow(2).sum(-1)[None]
+        )
+        scores_NK = -distance_NK
+        if temperature > 0:
+            uniform = torch.rand_like(scores_NK)
+            gumbel = -torch.log((-torch.log(uniform.clamp(min=1e-20))).clamp(min=1e-20))
+            scores_NK = scores_NK / temperature + gumbel
+        return scores_NK.argmax(dim=-1)
+
+    def lookup(self, idx_BL: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids -> (B, C, L) code vectors, zero at PAD_ID."""
+        vectors_BLC = F.embedding(idx_BL.clamp(min=0), self.codebook) * (idx_BL >= 0)[..., None]
+        return vectors_BLC.transpose(1, 2)
+
+    def scale_contribution(self, idx_BL: torch.Tensor, latent_length: int) -> torch.Tensor:
+        """(B, L) ids of one scale -> their (B, C, T) contribution to f_hat (linear upsampling)."""
+        return F.interpolate(self.lookup(idx_BL), size=latent_length, mode="linear")
+
+    @staticmethod
+    def downsample(x_BCT: torch.Tensor, size: int) -> torch.Tensor:
+        return x_BCT if x_BCT.shape[-1] == size else F.interpolate(x_BCT, size=size, mode="area")
+
+    def perturb(
+        self, idx_N: torch.Tensor, valid_N: torch.Tensor, rate_range: Sequence[float], generator: torch.Generator | None
+    ) -> torch.Tensor:
+        """Replace a random fraction r ~ U(rate_range) of valid ids by a different random id."""
+        low, high = float(rate_range[0]), float(rate_range[1])
+        device = idx_N.device
+        rate = low + (high - low) * torch.rand((), generator=generator, device=device)
+        replace_N = (torch.rand(idx_N.shape, generator=generator, device=device) < rate) & valid_N
+        offset_N = torch.randint(0, self.num_codes - 1, idx_N.shape, generator=generator, device=device)
+        # Drawing from K-1 values and skipping the true id makes the replacement always a different code.
+        different_N = offset_N + (offset_N >= idx_N).long()
+        return torch.where(replace_N, different_N, idx_N)
+
+    def quantize(
+        self,
+        latent_BCT: torch.Tensor,
+        token_lengths_B: torch.Tensor,
+        perturb_rate: Sequence[float] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MoScaleVQEncoderOutput:
+        """Deterministic multi-scale quantization (nearest codes), optionally with hierarchical-refinement noise.
+
+        With `perturb_rate=(low, high)`, each scale replaces a fraction r ~ U(low, high) of its valid codes by random
+        different codes before building f_hat; the returned `codes` stay clean. The next scales therefore see (and
+        their labels correct) the corrupted reconstruction, as in the authors' transformer training.
+        """
+        batch, _, latent_length = latent_BCT.shape
+        full_valid_B1T = lengths_to_mask(token_lengths_B, latent_length)[:, None]
+        residual_BCT = latent_BCT.clone()
+        f_hat_BCT = torch.zeros_like(latent_BCT)
+        codes, f_hats = [], []
+        for scale in self.scales:
+            residual_BCT = residual_BCT * full_valid_B1T
+            rest_BCL = self.downsample(residual_BCT, latent_length // scale)
+            valid_BL = lengths_to_mask(token_lengths_B // scale, rest_BCL.shape[-1])
+            idx_BL = self.nearest_codes(rest_BCL.transpose(1, 2).reshape(-1, rest_BCL.shape[1]))
+            idx_BL = idx_BL.view(batch, -1).masked_fill(~valid_BL, PAD_ID)
+            used_BL = idx_BL
+            if perturb_rate is not None and perturb_rate[1] > 0:
+                used_BL = self.perturb(idx_BL, valid_BL, perturb_rate, generator)
+            up_BCT = self.scale_contribution(used_BL, latent_length)
+            residual_BCT = residual_BCT - up_BCT
+            f_hat_BCT = f_hat_BCT + up_BCT
+            codes.append(idx_BL)
+            f_hats.append(f_hat_BCT)
+        return MoScaleVQEncoderOutput(codes=tuple(codes), f_hat_per_scale=tuple(f_hats), latent=latent_BCT)
+
+    @torch.no_grad()
+    def _random_rows(self, x_NC: torch.Tensor) -> torch.Tensor:
+        """K rows taken from x in order, tiled with small noise when x has fewer than K rows."""
+        n_rows, code_dim = x_NC.shape
+        if n_rows < self.num_codes:
+            repeats = math.ceil(self.num_codes / n_rows)
+            tiled = x_NC.repeat(repeats, 1)
+            x_NC = tiled + torch.randn_like(tiled) * (0.01 / math.sqrt(code_dim))
+        return x_NC[: self.num_codes]
+
+    @torch.no_grad()
+    def _seed_codebook(self, x_NC: torch.Tensor) -> None:
+        self.codebook.copy_(self._random_rows(x_NC))
+        self.code_sum.copy_(self.codebook)
+        self.code_count.fill_(1.0)
+        self.initialized.fill_(1)
+
+    @torch.no_grad()
+    def _ema_update(self, x_NC: torch.Tensor, idx_N: torch.Tensor) -> None:
+        """EMA of per-code sums and counts; codes whose EMA count fell below 1 are reset to batch vectors."""
+        onehot_KN = F.one_hot(idx_N, self.num_codes).to(x_NC.dtype).t()
+        replacement_KC = self._random_rows(x_NC)
+        self.code_sum.mul_(self.ema_decay).add_((1 - self.ema_decay) * (onehot_KN @ x_NC))
+        self.code_count.mul_(self.ema_decay).add_((1 - self.ema_decay) * onehot_KN.sum(-1))
+        updated_KC = self.code_sum / self.code_count[:, None]
+        # Dead-code reset only when the batch has enough vectors to draw replacements from (authors' rule: > 5K).
+        if x_NC.shape[0] > 5 * self.num_codes:
+            alive_K1 = (self.code_count >= 1.0)[:, None].to(x_NC.dtype)
+            updated_KC = alive_K1 * updated_KC + (1 - alive_K1) * replacement_KC
+        self.codebook.copy_(updated_KC)
+
+    def forward_train(
+        self, latent_BCT: torch.Tensor, token_lengths_B: torch.Tensor, temperature: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[torch.LongTensor, ...]]:
+        """Training/eval quantization for the VQ-VAE loss: returns (straight-through f_hat, commit, perplexity, codes).
+
+        In training mode the codebook is seeded from the first batch, codes are drawn with Gumbel noise at
+        `temperature`, and the codebook follows an EMA of its assigned vectors with dead-code reset.
+        """
+        batch, code_dim, latent_length = latent_BCT.shape
+        full_valid_B1T = lengths_to_mask(token_lengths_B, latent_length)[:, None]
+        residual_BCT = latent_BCT.clone()
+        f_hat_BCT = torch.zeros_like(latent_BCT)
+        commit = latent_BCT.new_zeros(())
+        rests, chosen, codes = [], [], []
+        for scale in self.scales:
+            residual_BCT = residual_BCT * full_valid_B1T
+            rest_BCL = self.downsample(residual_BCT, latent_length // scale)
+            valid_BL = lengths_to_mask(token_lengths_B // scale, rest_BCL.shape[-1])
+            rest_NC = rest_BCL.transpose(1, 2).reshape(-1, code_dim)
+            if self.training and not bool(self.initialized):
+                self._seed_codebook(rest_NC[valid_BL.reshape(-1)].detach())
+            idx_N = self.nearest_codes(rest_NC, temperature if self.training else 0.0)
+            idx_BL = idx_N.view(batch, -1).masked_fill(~valid_BL, PAD_ID)
+            up_BCT = self.scale_contribution(idx_BL, latent_length)
+            residual_BCT = residual_BCT - up_BCT
+            f_hat_BCT = f_hat_BCT + up_BCT
+            # The authors divide by (valid steps * T) rather than (valid steps * C): kept for identical loss values.
+            commit = commit + ((latent_BCT - f_hat_BCT.detach()).pow(2) * full_valid_B1T).sum() / (
+                full_valid_B1T.sum() * latent_length
+            )
+            rests.append(rest_NC[valid_BL.reshape(-1)])
+            chosen.append(idx_N[valid_BL.reshape(-1)])
+            codes.append(idx_BL)
+        rest_NC, idx_N = torch.cat(rests).detach(), torch.cat(chosen)
+        if self.training:
+            self._ema_update(rest_NC, idx_N)
+        counts_K = torch.bincount(idx_N, minlength=self.num_codes).to(latent_BCT.dtype)
+        prob_K = counts_K / counts_K.sum()
+        perplexity = torch.exp(-(prob_K * torch.log(prob_K + 1e-7)).sum())
+        straight_through_BCT = latent_BCT + (f_hat_BCT - latent_BCT).detach()
+        return straight_through_BCT, commit / len(self.scales), perplexity, tuple(codes)
+
+
+class MoScaleVQPreTrainedModel(PreTrainedModel):
+    config_class = MoScaleVQConfig
+    base_model_prefix = "moscale_vq"
+    main_input_name = "motion"
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # The authors initialise every conv and linear layer with Xavier-normal weights and zero biases.
+        if isinstance(module, (nn.Conv1d, nn.Linear)):
+            init.xavier_normal_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, MultiScaleQuantizer):
+            init.zeros_(module.codebook)
+            init.zeros_(module.code_sum)
+            init.ones_(module.code_count)
+            init.zeros_(module.initialized)
+
+
+class MoScaleVQModel(MoScaleVQPreTrainedModel):
+    """Multi-scale residual VQ-VAE for motion (the MoScale tokenizer).
+
+    - `encode(motion, lengths)`: motion (B, N, D) -> per-scale code ids, f_hat after each scale, latent.
+    - `decode(codes_or_f_hat, lengths)`: per-scale ids (list of (B, T // s)) or f_hat (B, C, T) -> motion (B, N, D).
+    - `forward(motion, lengths)`: training step (reconstruction, losses, EMA codebook update in train mode).
+    - `scale_contribution` / `next_scale_input`: the pieces a next-scale sampler needs between scales.
+
+    `lengths` are frame counts (B,); latent steps are lengths // 2**down_t and scale s has (lengths // 2**down_t)
+    // s valid tokens. Frames beyond a length are not masked at the encoder input (as the authors do), so pass the
+    padded clip exactly as trained.
+    """
+
+    def __init__(self, config: MoScaleVQConfig):
+        super().__init__(config)
+        self.encoder = MoScaleVQEncoder(config)
+        self.quantizer = MultiScaleQuantizer(config)
+        self.decoder = MoScaleVQDecoder(config)
+        self.post_init()
+
+    # ----------------------------------------------------------------------------------------- validation helpers
+    def _check_motion(self, motion: torch.Tensor, lengths: torch.Tensor) -> torch.LongTensor:
+        if motion.ndim != 3 or motion.shape[-1] != self.config.motion_dim:
+            raise ValueError(
+                f"motion must have shape (batch, frames, {self.config.motion_dim}), got {tuple(motion.shape)}"
+            )
+        if motion.shape[1] % self.config.unit_length:
+            raise ValueError(
+                f"motion has {motion.shape[1]} frames; pad it to a multiple of {self.config.unit_length} frames"
+            )
+        return self._check_lengths(lengths, motion.shape[0], motion.shape[1], self.config.unit_length, "frames")
+
+    @staticmethod
+    def _check_lengths(lengths, batch: int, max_len: int, min_len: int, unit: str) -> torch.LongTensor:
+        lengths = torch.as_tensor(lengths).long()
+        if lengths.shape != (batch,):
+            raise ValueError(f"lengths must have shape ({batch},), got {tuple(lengths.shape)}")
+        if bool((lengths < min_len).any()) or bool((lengths > max_len).any()):
+            raise ValueError(f"lengths must be between {min_len} and {max_len} {unit}, got {lengths.tolist()}")
+        return lengths
+
+    def _token_lengths(self, frame_lengths: torch.LongTensor) -> torch.LongTensor:
+        return frame_lengths // self.config.unit_length
+
+    # ------------------------------------------------------------------------------------------------- public API
+    def encode_latent(self, motion: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Encoder only: motion (B, N, D) and frame lengths (B,) -> latent (B, C, N // 2**down_t)."""
+        lengths = self._check_motion(motion, lengths).to(motion.device)
+        return self.encoder(motion.transpose(1, 2).float(), lengths)
+
+    def quantize(
+        self,
+        latent: torch.Tensor,
+        token_lengths: torch.Tensor,
+        perturb_rate: Sequence[float] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MoScaleVQEncoderOutput:
+        """Latent (B, C, T) and token lengths (B,) -> codes and f_hat per scale (see `MultiScaleQuantizer.quantize`)."""
+        if latent.ndim != 3 or latent.shape[1] != self.config.code_dim:
+            raise ValueError(f"latent must have shape (batch, {self.config.code_dim}, T), got {tuple(latent.shape)}")
+        token_lengths = self._check_lengths(token_lengths, latent.shape[0], latent.shape[-1], 1, "latent steps")
+        return self.quantizer.quantize(latent, token_lengths.to(latent.device), perturb_rate, generator)
+
+    def encode(
+        self,
+        motion: torch.Tensor,
+        lengths: torch.Tensor,
+        perturb_rate: Sequence[float] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MoScaleVQEncoderOutput:
+        """Motion (B, N, D) and frame lengths (B,) -> per-scale codes (PAD_ID = -1 beyond the valid length).
+
+        `perturb_rate=(low, high)` turns on the hierarchical-refinement corruption used to train the transformer
+        (codes stay clean; f_hat is built from corrupted codes). Leave it None for tokenizing.
+        """
+        latent_BCT = self.encode_latent(motion, lengths)
+        token_lengths = self._token_lengths(torch.as_tensor(lengths).long().to(motion.device))
+        return self.quantizer.quantize(latent_BCT, token_lengths, perturb_rate, generator)
+
+    def codes_to_f_hat(self, codes: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Per-scale ids, coarse to fine, -> f_hat (B, C, T): the sum of every scale's upsampled code vectors."""
+        if len(codes) != len(self.config.scales):
+            raise ValueError(f"expected codes for {len(self.config.scales)} scales, got {len(codes)}")
+        latent_length = codes[-1].shape[-1] * self.config.scales[-1]
+        for idx, scale in zip(codes, self.config.scales):
+            if idx.ndim != 2 or idx.shape[-1] != latent_length // scale:
+                raise ValueError(
+                    f"codes of scale {scale} must have shape (batch, {latent_length // scale}), got {tuple(idx.shape)}"
+                )
+            if bool((idx >= self.config.num_codes).any()) or bool((idx < PAD_ID).any()):
+                raise ValueError(f"code ids must be in [-1, {self.config.num_codes - 1}] (-1 = PAD)")
+        return sum(self.scale_contribution(idx, latent_length) for idx in codes)
+
+    def scale_contribution(self, idx_BL: torch.Tensor, latent_length: int | None = None) -> torch.Tensor:
+        """One scale's ids (B, L) -> their (B, C, T) contribution to f_hat (PAD_ID positions contribute zero)."""
+        return self.quantizer.scale_contribution(idx_BL, latent_length or self.config.latent_length)
+
+    def next_scale_input(self, f_hat: torch.Tensor, scale_index: int) -> torch.Tensor:
+        """f_hat (B, C, T) area-downsampled to the length of scale `scale_index`: the transformer's input there."""
+        return self.quantizer.downsample(f_hat, f_hat.shape[-1] // self.config.scales[scale_index])
+
+    def decode(self, codes_or_f_hat: torch.Tensor | Sequence[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
+        """Per-scale code ids or f_hat (B, C, T), with frame lengths (B,) -> motion (B, T * 2**down_t, D).
+
+        f_hat is zeroed beyond each sample's latent length first (on a copy). Output frames beyond a length are
+        not zeroed.
+        """
+        if isinstance(codes_or_f_hat, torch.Tensor) and codes_or_f_hat.is_floating_point():
+            f_hat_BCT = codes_or_f_hat
+            if f_hat_BCT.ndim != 3 or f_hat_BCT.shape[1] != self.config.code_dim:
+                raise ValueError(
+                    f"f_hat must have shape (batch, {self.config.code_dim}, T), got {tuple(f_hat_BCT.shape)}"
+                )
+        else:
+            f_hat_BCT = self.codes_to_f_hat(codes_or_f_hat)
+        batch, _, latent_length = f_hat_BCT.shape
+        lengths = self._check_lengths(
+            lengths, batch, latent_length * self.config.unit_length, self.config.unit_length, "frames"
+        ).to(f_hat_BCT.device)
+        token_lengths = self._token_lengths(lengths)
+        f_hat_BCT = f_hat_BCT * lengths_to_mask(token_lengths, latent_length)[:, None]
+        return self.decoder(f_hat_BCT, token_lengths).transpose(1, 2)
+
+    def forward(self, motion: torch.Tensor, lengths: torch.Tensor, return_dict: bool | None = None):
+        """Training step: reconstruct `motion` and compute the tokenizer losses (masked to valid frames).
+
+        In train mode this also seeds the codebook on the first call and updates it by EMA; eval mode leaves the
+        codebook untouched and uses nearest codes.
+        """
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        lengths = self._check_motion(motion, lengths).to(motion.device)
+        latent_BCT = self.encoder(motion.transpose(1, 2).float(), lengths)
+        token_lengths = self._token_lengths(lengths)
+        f_hat_BCT, commit, perplexity, codes = self.quantizer.forward_train(
+            latent_BCT, token_lengths, self.config.code_sampling_temperature
+        )
+        f_hat_BCT = f_hat_BCT * lengths_to_mask(token_lengths, latent_BCT.shape[-1])[:, None]
+        reconstruction = self.decoder(f_hat_BCT, token_lengths).transpose(1, 2)
+
+        valid_BN1 = lengths_to_mask(lengths, motion.shape[1])[..., None].to(motion.dtype)
+        target = motion.float()
+
+        def masked_smooth_l1(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+            return (F.smooth_l1_loss(pred, ref, reduction="none") * valid_BN1).sum() / (valid_BN1.sum() * ref.shape[-1])
+
+        start, stop = self.config.joint_position_dims
+        reconstruction_loss = masked_smooth_l1(reconstruction, target)
+        joint_position_loss = masked_smooth_l1(reconstruction[..., start:stop], target[..., start:stop])
+        loss = (
+            reconstruction_loss
+            + self.config.commit_loss_weight * commit
+            + self.config.joint_position_loss_weight * joint_position_loss
+        )
+        output = MoScaleVQOutput(
+            loss=loss,
+            reconstruction=reconstruction,
+            reconstruction_loss=reconstruction_loss,
+            commit_loss=commit,
+            joint_position_loss=joint_position_loss,
+            perplexity=perplexity,
+            codes=codes,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+AutoConfig.register(MoScaleVQConfig.model_type, MoScaleVQConfig, exist_ok=True)
+AutoModel.register(MoScaleVQConfig, MoScaleVQModel, exist_ok=True)
