@@ -189,6 +189,9 @@ def main(args: argparse.Namespace) -> dict:
     if args.resume_from_checkpoint:
         checkpoint = None if args.resume_from_checkpoint == "latest" else args.resume_from_checkpoint
         accelerator.load_state(checkpoint)
+        # accelerate does not advance its automatic checkpoint numbering on resume: continue after the newest one.
+        existing = [int(path.name.split("_")[-1]) for path in (args.output_dir / "checkpoints").glob("checkpoint_*")]
+        accelerator.project_configuration.iteration = max(existing, default=-1) + 1
         logger.info("Resumed from %s at step %d", checkpoint or "the latest checkpoint", state.global_step)
     if accelerator.is_main_process:
         accelerator.init_trackers("train_evaluator", config={k: str(v) for k, v in vars(args).items()})
