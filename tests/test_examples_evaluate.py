@@ -1,0 +1,199 @@
+"""examples/evaluate.py: the protocol's pieces in-process, then the script end to end on 1 and 2 processes."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from evaluation_fixtures import CAPTIONS, make_motion_folder, save_tiny_pipeline, tiny_contrastive_config
+
+from moscale.contrastive_evaluator import ContrastiveEvaluatorModel
+from moscale.data import load_motion_dataset
+from moscale.evaluator import T2MEvaluator, WordVectorizer
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MOSCALE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SCRIPT = ROOT / "examples" / "evaluate.py"
+# 112 test items: 7 batches of 16, more than the 100 pairs Diversity draws.
+NUM_TEST_ITEMS, BATCH_SIZE = 112, 16
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("examples_evaluate", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
+    spec.loader.exec_module(module)
+    return module
+
+
+ev = _load_script()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; more threads only fight over the cores of a busy CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    data = make_motion_folder(root / "data", {"test": NUM_TEST_ITEMS})
+    torch.manual_seed(0)
+    evaluator = ContrastiveEvaluatorModel(tiny_contrastive_config())
+    evaluator.set_feature_statistics(np.load(data / "Mean.npy"), np.load(data / "Std.npy"))
+    evaluator.save_pretrained(root / "evaluator")
+    rows = load_motion_dataset(data, "test", cache_dir=root / "cache")
+    return {"root": root, "data": data, "rows": rows.with_format("numpy", columns=["motion"], output_all_columns=True)}
+
+
+def _settings(**overrides):
+    values = dict(
+        seed=3, repeats=2, batch_size=BATCH_SIZE, refinement_steps=(1, 1, 1, 1), multimodality_batches=1,
+        multimodality_generations=11,
+    )  # fmt: skip
+    values.update(overrides)
+    return ev.ProtocolSettings(**values)
+
+
+def _perfect_generator(rows, settings, repeat, noise=0.0):
+    """A 'model' that returns the real motions of each batch (looked up by captions and lengths), plus noise."""
+    table = {}
+    for batch, indices in enumerate(ev.repeat_batches(len(rows), settings.batch_size, settings.seed, repeat)):
+        data = ev.load_batch(rows, indices, settings.seed, repeat, batch)
+        table[(tuple(data.captions), tuple(data.lengths.tolist()))] = data.motions
+
+    def generate(captions, lengths, seed):
+        motions = table[(tuple(captions), tuple(lengths.tolist()))]
+        noise_BND = torch.randn(motions.shape, generator=torch.Generator().manual_seed(seed))
+        inside = (torch.arange(motions.shape[1])[None] < lengths[:, None])[..., None]
+        return motions + noise * noise_BND * inside
+
+    return generate
+
+
+def test_jobs_batches_and_seeds(workspace):
+    settings = _settings()
+    assert ev.generation_jobs(7, settings) == [(0, g) for g in range(11)] + [(b, 0) for b in range(1, 7)]
+    assert len(ev.generation_jobs(7, _settings(multimodality=False))) == 7
+    with pytest.raises(ValueError, match="MultiModality uses 3 batches"):
+        ev.generation_jobs(2, _settings(multimodality_batches=3))
+    batches = ev.repeat_batches(40, 16, seed=3, repeat=0)
+    assert [len(b) for b in batches] == [16, 16]  # the last partial batch is dropped, as drop_last=True does
+    assert len(set(np.concatenate(batches))) == 32
+    assert not np.array_equal(np.concatenate(batches), np.concatenate(ev.repeat_batches(40, 16, seed=3, repeat=1)))
+    assert ev.derived_seed(3, 0, 1) == ev.derived_seed(3, 0, 1) != ev.derived_seed(3, 1, 0)
+    # A batch is the same whoever loads it: one random caption and crop per item, from its own seed.
+    first = ev.load_batch(workspace["rows"], batches[0], 3, 0, 0)
+    again = ev.load_batch(workspace["rows"], batches[0], 3, 0, 0)
+    assert first.captions == again.captions and torch.equal(first.motions, again.motions)
+    assert all(length % 4 == 0 for length in first.lengths.tolist())
+    with pytest.raises(ValueError, match="multimodality_generations must be > 10"):
+        _settings(multimodality_generations=10)
+
+
+def test_a_perfect_generator_scores_like_the_real_motions(workspace):
+    rows, settings = workspace["rows"], _settings()
+    embed = ev.ContrastiveCoEmbedder(ContrastiveEvaluatorModel.from_pretrained(workspace["root"] / "evaluator"))
+    result = ev.evaluate_repeat(rows, settings, 0, embed, _perfect_generator(rows, settings, 0))
+    for name in ("top1", "top2", "top3", "matching_score"):
+        assert result[name] == pytest.approx(result[f"real_{name}"], abs=1e-6)
+    assert abs(result["fid"]) < 1e-5
+    assert result["multimodality"] == pytest.approx(0, abs=1e-6)  # 11 identical "generations"
+    noisy = ev.evaluate_repeat(rows, settings, 0, embed, _perfect_generator(rows, settings, 0, noise=3.0))
+    assert noisy["fid"] > 1e-3 and noisy["multimodality"] > 1e-3
+    assert noisy["real_top1"] == result["real_top1"]  # the real side does not depend on the generator
+
+
+def test_t2m_co_embedder_keeps_input_order(workspace):
+    torch.manual_seed(0)
+    evaluator = T2MEvaluator(dim_word=8, dim_text_hidden=16, dim_motion_hidden=16, dim_movement_enc_hidden=16,
+                             dim_movement_latent=16, dim_coemb_hidden=8)  # fmt: skip
+    words = ["sos", "eos", "unk"] + sorted({t.split("/")[0] for _, tokens in CAPTIONS for t in tokens.split()})
+    vectorizer = WordVectorizer(np.random.default_rng(0).normal(size=(len(words), 8)), words, {w: i for i, w in enumerate(words)})
+    embed = ev.T2MCoEmbedder(evaluator, vectorizer)
+    data = ev.load_batch(workspace["rows"], np.arange(8), 3, 0, 0)
+    text, motion = embed(data.captions, data.tokens, data.motions, data.lengths, zero_padding=True)
+    assert text.shape == motion.shape == (8, 8)
+    for row in range(8):  # each row alone gives the same embedding: rows were put back in input order
+        one_text, one_motion = embed(data.captions[row : row + 1], data.tokens[row : row + 1],
+                                     data.motions[row : row + 1], data.lengths[row : row + 1], zero_padding=True)  # fmt: skip
+        np.testing.assert_allclose(one_text[0], text[row], atol=1e-5)
+        np.testing.assert_allclose(one_motion[0], motion[row], atol=1e-5)
+    # With zero padding the generated motions reach the evaluator exactly as the real ones do.
+    settings = _settings(generated_padding="zeros")
+    result = ev.evaluate_repeat(workspace["rows"], settings, 0, embed, _perfect_generator(workspace["rows"], settings, 0))
+    assert result["top1"] == pytest.approx(result["real_top1"], abs=1e-6) and abs(result["fid"]) < 1e-5
+    # With "decoder" padding the raw frames past each length (zeros here, decoder output for a model) are used as
+    # given: the T2M convolutions see them at the end of each motion, so the embeddings move slightly.
+    decoder = ev.evaluate_repeat(workspace["rows"], _settings(), 0, embed, _perfect_generator(workspace["rows"], settings, 0))
+    assert decoder["fid"] > 10 * abs(result["fid"])
+
+
+def test_summary_and_table():
+    repeats = [{"top1": 0.5, "fid": 0.1, "real_top1": 0.6}, {"top1": 0.7, "fid": 0.3, "real_top1": 0.6}]
+    summary = ev.summarize(repeats)
+    assert summary["top1"]["mean"] == pytest.approx(0.6)
+    assert summary["top1"]["ci95"] == pytest.approx(1.96 * 0.1 / np.sqrt(2))
+    table = ev.markdown_table(summary, "humanml3d", "t2m", 2)
+    assert "| R-precision Top-1 ↑ | 0.540 | 0.600 ± 0.139 | 0.600 ± 0.000 |" in table
+    assert "| FID ↓ | 0.046 | 0.200 ± 0.139 | - |" in table
+    assert "0.540" not in ev.markdown_table(summary, "humanml3d", "contrastive", 2)
+
+
+def _run(workspace, output, launcher):
+    pipeline = workspace["root"] / "pipeline"
+    if not pipeline.exists():
+        save_tiny_pipeline(pipeline, SHARED_DATA)
+    args = [
+        "--pipeline", str(pipeline), "--data_dir", str(workspace["data"]), "--cache_dir", str(workspace["root"] / "cache"),
+        "--evaluator", "contrastive", "--evaluator_path", str(workspace["root"] / "evaluator"),
+        "--output_dir", str(output), "--seed", "3", "--repeats", "2", "--batch_size", str(BATCH_SIZE),
+        "--refinement_steps", "1", "1", "1", "1", "--multimodality_batches", "1", "--multimodality_generations", "11",
+        "--cpu",
+    ]  # fmt: skip
+    # One thread per process: the same kernels in both runs, and no oversubscription of small CI machines.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    completed = subprocess.run([*launcher, str(SCRIPT), *args], env=env, cwd=workspace["root"], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads((output / "results.json").read_text()), (output / "results.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def single_process_run(workspace):
+    return _run(workspace, workspace["root"] / "one", [sys.executable])
+
+
+def test_script_end_to_end(single_process_run):
+    results, table = single_process_run
+    assert results["settings"]["guidance_scale"] == 5.0 and results["settings"]["seed"] == 3
+    assert results["settings"]["refinement_steps"] == [1, 1, 1, 1]
+    assert results["environment"]["dtype"] == "float32" and results["environment"]["num_processes"] == 1
+    assert results["environment"]["tf32_matmul"] is False
+    assert results["items"] == NUM_TEST_ITEMS and results["items_evaluated_per_repeat"] == NUM_TEST_ITEMS
+    assert len(results["repeats"]) == 2
+    for name in ("top1", "top2", "top3", "fid", "matching_score", "diversity", "multimodality"):
+        values = [repeat[name] for repeat in results["repeats"]]
+        assert results["summary"][name]["mean"] == pytest.approx(np.mean(values))
+        assert results["summary"][name]["ci95"] == pytest.approx(1.96 * np.std(values) / np.sqrt(2))
+    repeat = results["repeats"][0]
+    assert 0 <= repeat["top1"] <= repeat["top2"] <= repeat["top3"] <= 1
+    assert repeat["fid"] > 0 and repeat["diversity"] > 0 and repeat["multimodality"] > 0
+    assert results["repeats"][0] != results["repeats"][1]  # each repeat draws new captions, crops and samples
+    assert "MultiModality" in table and "not comparable" in table
+
+
+def test_two_processes_give_the_same_numbers(workspace, single_process_run):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    results, _ = _run(workspace, workspace["root"] / "two", launcher)
+    assert results["environment"]["num_processes"] == 2
+    assert results["environment"]["distributed_type"] == "DistributedType.MULTI_CPU"
+    assert results["repeats"] == single_process_run[0]["repeats"]
