@@ -133,7 +133,7 @@ def _parse_time(value: str, what: str, path: Path, line_number: int) -> float:
         raise MotionDataError(
             f"{path}, line {line_number}: {what} time {value!r} is not a number; expected seconds such as 0.0 or 3.5"
         ) from None
-    # The released texts carry a few 'nan' times; the authors read them as 0 (= the whole motion), and so do we.
+    # The authors' loader reads 'nan' times as 0 (the whole motion); so do we.
     if math.isnan(seconds):
         return 0.0
     if seconds < 0 or math.isinf(seconds):

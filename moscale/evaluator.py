@@ -32,6 +32,23 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+__all__ = [
+    "DATASET_FOLDERS",
+    "EVALUATOR_DOWNLOAD_HINT",
+    "GLOVE_DOWNLOAD_HINT",
+    "MAX_TEXT_LEN",
+    "POS_CATEGORIES",
+    "UNIT_LENGTH",
+    "VIP_WORDS",
+    "EvaluatorEmbeddings",
+    "MotionEncoderBiGRUCo",
+    "MovementConvEncoder",
+    "T2MEvaluator",
+    "TextEncoderBiGRUCo",
+    "WordVectorizer",
+    "load_evaluator_stats",
+]
+
 POS_CATEGORIES: dict[str, int] = {
     "VERB": 0,
     "NOUN": 1,
@@ -281,7 +298,9 @@ class TextEncoderBiGRUCo(_BiGRUEncoder):
         self.pos_emb = nn.Linear(pos_size, word_size)
         self.input_emb = nn.Linear(word_size, hidden_size)
 
-    def forward(self, word_embs_BLE: torch.Tensor, pos_ohot_BLP: torch.Tensor, cap_lens_B: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, word_embs_BLE: torch.Tensor, pos_ohot_BLP: torch.Tensor, cap_lens_B: torch.Tensor
+    ) -> torch.Tensor:
         return self._encode(self.input_emb(word_embs_BLE + self.pos_emb(pos_ohot_BLP)), cap_lens_B)
 
 
@@ -369,7 +388,9 @@ class T2MEvaluator(nn.Module):
         checkpoint_path = next((path for path in candidates if path.is_file()), None)
         if checkpoint_path is None:
             looked = ", ".join(str(path) for path in candidates)
-            raise FileNotFoundError(f"No T2M evaluator checkpoint found (looked for {looked}). {EVALUATOR_DOWNLOAD_HINT}")
+            raise FileNotFoundError(
+                f"No T2M evaluator checkpoint found (looked for {looked}). {EVALUATOR_DOWNLOAD_HINT}"
+            )
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         missing = {"movement_encoder", "text_encoder", "motion_encoder"} - set(checkpoint)
         if missing:
@@ -417,7 +438,9 @@ class T2MEvaluator(nn.Module):
                 f"{m_lens.tolist()}."
             )
 
-    def _embed_motions_in_order(self, motions: torch.Tensor, m_lens: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    def _embed_motions_in_order(
+        self, motions: torch.Tensor, m_lens: torch.Tensor, order: torch.Tensor
+    ) -> torch.Tensor:
         motions = motions.to(self.feature_mean.device).float()[order]
         movements_BLM = self.movement_encoder(motions[..., :-NUM_FOOT_CONTACTS])
         return self.motion_encoder(movements_BLM, m_lens[order] // self.unit_length)

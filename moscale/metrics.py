@@ -25,9 +25,34 @@ import numpy as np
 import torch
 from scipy import linalg
 
+__all__ = [
+    "CONFIDENCE_Z",
+    "MULTIMODALITY_TIMES",
+    "PROTOCOL_BATCH_SIZE",
+    "R_PRECISION_TOP_K",
+    "RandomSource",
+    "activation_statistics",
+    "as_random_source",
+    "confidence_interval",
+    "cosine_similarity_matrix",
+    "diversity",
+    "diversity_times",
+    "draw_indices",
+    "euclidean_distance_matrix",
+    "fid",
+    "frechet_distance",
+    "matching_score",
+    "matching_trace",
+    "multimodality",
+    "r_precision",
+    "r_precision_counts",
+    "t2m_metrics",
+    "top_k_hits",
+]
+
 RandomSource = int | np.random.RandomState | np.random.Generator | torch.Generator
 
-R_PRECISION_BATCH_SIZE = 32
+PROTOCOL_BATCH_SIZE = 32
 R_PRECISION_TOP_K = 3
 MULTIMODALITY_TIMES = 10
 CONFIDENCE_Z = 1.96
@@ -69,12 +94,15 @@ def as_random_source(rng: RandomSource) -> np.random.RandomState | np.random.Gen
 
 
 def draw_indices(rng: RandomSource, population: int, count: int) -> np.ndarray:
-    """Draws ``count`` distinct indices out of ``range(population)`` from ``rng`` (see the module docstring)."""
+    """Draws ``count`` distinct indices out of ``range(population)`` from ``rng`` (see the module docstring).
+
+    An int seed starts a new stream on every call; pass a generator to continue one.
+    """
     if count > population:
         raise ValueError(f"Cannot draw {count} distinct indices out of {population}.")
     rng = as_random_source(rng)
     if isinstance(rng, torch.Generator):
-        return torch.randperm(population, generator=rng)[:count].numpy()
+        return torch.randperm(population, generator=rng, device=rng.device)[:count].cpu().numpy()
     return np.asarray(rng.choice(population, count, replace=False), dtype=np.int64)
 
 
@@ -171,7 +199,7 @@ def _batches(num_rows: int, batch_size: int) -> range:
 def r_precision(
     text_embeddings_ND: Any,
     motion_embeddings_ND: Any,
-    batch_size: int = R_PRECISION_BATCH_SIZE,
+    batch_size: int = PROTOCOL_BATCH_SIZE,
     top_k: int = R_PRECISION_TOP_K,
     distance: str = "euclidean",
 ) -> np.ndarray:
@@ -190,7 +218,7 @@ def r_precision(
 
 
 def matching_score(
-    text_embeddings_ND: Any, motion_embeddings_ND: Any, batch_size: int = R_PRECISION_BATCH_SIZE
+    text_embeddings_ND: Any, motion_embeddings_ND: Any, batch_size: int = PROTOCOL_BATCH_SIZE
 ) -> np.floating:
     """MM-Dist: mean distance between paired text and motion embeddings.
 
@@ -299,7 +327,7 @@ def t2m_metrics(
     generated_motion_embeddings: Any,
     rng: RandomSource,
     multimodality_embeddings: Any | None = None,
-    batch_size: int = R_PRECISION_BATCH_SIZE,
+    batch_size: int = PROTOCOL_BATCH_SIZE,
 ) -> dict[str, Any]:
     """One repeat of the standard protocol from the evaluator's co-embeddings of a whole test set.
 

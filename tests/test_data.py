@@ -61,7 +61,7 @@ def test_parse_caption_line_fields():
     assert caption.tokens == ("a/DET", "man/NOUN", "jump/VERB")
     assert (caption.start, caption.end) == (1.5, 3.0)
     assert not caption.is_whole_motion
-    # 'nan' times occur in the release and mean the whole motion, as in the authors' loader.
+    # 'nan' times mean the whole motion, as in the authors' loader.
     assert parse_caption_line("a man jumps#a/DET#nan#nan").is_whole_motion
     # A '#' inside the caption stays in the caption: the last three fields are tokens, start, end.
     assert parse_caption_line("press #1#press/VERB#0.0#0.0").text == "press #1"
@@ -171,6 +171,9 @@ def test_wrong_feature_size_and_non_finite_values(tmp_path):
         load(root, tmp_path)
     np.save(root / "new_joint_vecs" / "a.npy", motion(60)[:, :, None])
     with pytest.raises(MotionDataError, match=r"\(60, 263, 1\)"):
+        index_motion_folder(root, "train")
+    (root / "new_joint_vecs" / "a.npy").write_bytes(b"not an npy file")
+    with pytest.raises(MotionDataError, match=r"a\.npy: not a readable numeric \.npy array"):
         index_motion_folder(root, "train")
 
     bad = motion(60)

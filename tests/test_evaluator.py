@@ -243,6 +243,8 @@ def test_not_an_evaluator_checkpoint(tmp_path):
         ev.T2MEvaluator.from_pretrained(tmp_path / "finest.tar")
     with pytest.raises(ValueError, match="dataset"):
         ev.T2MEvaluator.from_pretrained(FIXTURE, dataset="amass")
+    with pytest.raises(ValueError, match="does not match the kit evaluator statistics"):
+        ev.T2MEvaluator.from_pretrained(FIXTURE / "humanml3d", dataset="kit")
 
 
 def test_bad_motion_and_caption_inputs(case, evaluator):

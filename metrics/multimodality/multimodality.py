@@ -52,7 +52,9 @@ class MultiModality(evaluate.Metric):
 
     def _compute(self, embeddings, seed=None, times=10):
         if seed is None:
-            raise ValueError("MultiModality draws random pairs: pass `seed=<int>` to compute() to make it reproducible.")
+            raise ValueError(
+                "MultiModality draws random pairs: pass `seed=<int>` to compute() to make it reproducible."
+            )
         if len({len(generations) for generations in embeddings}) > 1:
             raise ValueError("Every text must have the same number of generations.")
         embeddings = np.asarray(embeddings, dtype=np.float32)

@@ -1,0 +1,151 @@
+"""Write generated clips as a HumanML3D-layout folder, plus the exact ground truth in `semantics.jsonl`.
+
+    new_joint_vecs/<id>.npy  (T, 263) float32, `moscale.motion.features_from_joints` of the T + 1 generated frames
+    new_joints/<id>.npy      (T, 22, 3) float32, `recover_from_ric` of those features (as HumanML3D made them)
+    texts/<id>.txt           3 captions, `caption#lemma/POS ...#0.0#0.0`
+    train.txt val.txt test.txt   ids, 80 / 5 / 15 % like HumanML3D
+    Mean.npy Std.npy         statistics of the train split; Std is averaged within each feature group, as in
+                             the released HumanML3D statistics
+    semantics.jsonl          one JSON object per clip: id, split, frames, actions with their frames, captions
+
+Clip i is made from the random generator seeded with (seed, i), so a folder is the same whatever the number of
+worker processes, and clip i of a bigger folder equals clip i of a smaller one.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..motion import HUMANML3D, features_from_joints, recover_from_ric
+from .captions import caption_line, make_captions
+from .generator import generate_clip
+
+SPLIT_FRACTIONS = {"train": 0.80, "val": 0.05, "test": 0.15}
+# Feature groups of the 263-dim layout whose standard deviations the HumanML3D statistics average.
+_J = HUMANML3D.joints_num
+FEATURE_GROUPS = (
+    slice(0, 1), slice(1, 3), slice(3, 4), slice(4, 4 + (_J - 1) * 3), slice(4 + (_J - 1) * 3, 4 + (_J - 1) * 9),
+    slice(4 + (_J - 1) * 9, 4 + (_J - 1) * 9 + _J * 3), slice(4 + (_J - 1) * 9 + _J * 3, HUMANML3D.feature_dim),
+)
+
+
+@dataclass
+class SyntheticExample:
+    """One clip as written: features (T, 263), joints (T, 22, 3), captions and the ground truth."""
+
+    clip_id: str
+    features: np.ndarray
+    joints: np.ndarray
+    captions: list[str]
+    semantics: dict
+
+
+def make_example(seed: int, index: int) -> SyntheticExample:
+    """Clip `index` of the dataset with seed `seed`."""
+    rng = np.random.default_rng([seed, index])
+    clip = generate_clip(rng)
+    features = features_from_joints(clip.joints)
+    joints = recover_from_ric(features)
+    captions = make_captions(clip.actions, rng)
+    last_row = len(features) - 1
+    actions = []
+    for action in clip.actions:
+        record = action.to_dict()
+        # Frame T (the extra raw frame that only feeds the last velocities) is not a row of the clip.
+        record["start"], record["end"] = min(action.start, last_row), min(action.end, last_row)
+        actions.append(record)
+    semantics = {
+        "id": f"{index:06d}",
+        "num_frames": len(features),
+        "fps": HUMANML3D.fps,
+        "actions": actions,
+        "captions": captions,
+        "flight_frames": int((~clip.stance_2T[:, :-1]).all(0).sum()),
+    }
+    return SyntheticExample(f"{index:06d}", features, joints, captions, semantics)
+
+
+def assign_splits(num_clips: int, seed: int) -> dict[str, str]:
+    """clip id -> split; every split gets at least one clip once there are 3 clips."""
+    order = np.random.default_rng([seed, 2**31 - 1]).permutation(num_clips)
+    num_val = max(1, int(round(SPLIT_FRACTIONS["val"] * num_clips))) if num_clips >= 3 else 0
+    num_test = max(1, int(round(SPLIT_FRACTIONS["test"] * num_clips))) if num_clips >= 3 else 0
+    splits = {}
+    for rank, index in enumerate(order):
+        split = "val" if rank < num_val else ("test" if rank < num_val + num_test else "train")
+        splits[f"{index:06d}"] = split
+    return splits
+
+
+def _write_example(task: tuple[str, int, int]) -> tuple[dict, np.ndarray, np.ndarray, int]:
+    out, seed, index = task
+    example = make_example(seed, index)
+    root = Path(out)
+    np.save(root / "new_joint_vecs" / f"{example.clip_id}.npy", example.features)
+    np.save(root / "new_joints" / f"{example.clip_id}.npy", example.joints)
+    lines = "\n".join(caption_line(caption) for caption in example.captions) + "\n"
+    (root / "texts" / f"{example.clip_id}.txt").write_text(lines, encoding="utf-8")
+    features = example.features.astype(np.float64)
+    return example.semantics, features.sum(0), (features**2).sum(0), len(features)
+
+
+def _init_worker() -> None:
+    # One process per core: keep torch (used by recover_from_ric) from starting its own threads in each.
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def write_dataset(out: str | os.PathLike, num_clips: int, seed: int = 0, workers: int | None = None,
+                  overwrite: bool = False, progress: bool = True) -> Path:
+    """Generate `num_clips` clips into `out` (created); returns the folder. Refuses a folder that already holds a
+    dataset unless `overwrite`."""
+    if num_clips < 1:
+        raise ValueError(f"num_clips must be at least 1, got {num_clips}")
+    root = Path(out)
+    if (root / "new_joint_vecs").exists() and not overwrite:
+        raise FileExistsError(f"{root} already holds a dataset (new_joint_vecs/); pass overwrite=True "
+                              "(--overwrite) or choose another folder")
+    for folder in ("new_joint_vecs", "new_joints", "texts"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    workers = workers or min(os.cpu_count() or 1, 8)
+    tasks = [(str(root), seed, index) for index in range(num_clips)]
+    splits = assign_splits(num_clips, seed)
+    semantics, train_sum, train_square, train_rows = [], 0.0, 0.0, 0
+    if workers > 1:
+        pool = multiprocessing.get_context("spawn" if os.name == "nt" else "fork").Pool(workers, _init_worker)
+        results = pool.imap(_write_example, tasks, chunksize=16)
+    else:
+        pool, results = None, map(_write_example, tasks)
+    try:
+        for record, feature_sum, feature_square, rows in tqdm(results, total=num_clips, disable=not progress,
+                                                              desc="synthetic clips", unit="clip"):
+            record["split"] = splits[record["id"]]
+            semantics.append(record)
+            if record["split"] == "train":
+                train_sum, train_square, train_rows = train_sum + feature_sum, train_square + feature_square, train_rows + rows
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+
+    mean = train_sum / train_rows
+    std = np.sqrt(np.maximum(train_square / train_rows - mean**2, 0.0))
+    for group in FEATURE_GROUPS:
+        std[group] = std[group].mean()
+    np.save(root / "Mean.npy", mean.astype(np.float32))
+    np.save(root / "Std.npy", np.maximum(std, 1e-6).astype(np.float32))
+    for split in SPLIT_FRACTIONS:
+        ids = [record["id"] for record in semantics if record["split"] == split]
+        (root / f"{split}.txt").write_text("".join(f"{clip_id}\n" for clip_id in ids), encoding="utf-8")
+    with open(root / "semantics.jsonl", "w", encoding="utf-8") as handle:
+        for record in semantics:
+            handle.write(json.dumps(record) + "\n")
+    return root

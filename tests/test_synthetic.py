@@ -1,0 +1,199 @@
+"""The procedural dataset: plausibility of the motions, captions, determinism, and the written folder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from moscale.data import load_motion_dataset, parse_caption_line, read_split
+from moscale.motion import HUMANML3D, HUMANML3D_BONE_LENGTHS, features_from_joints, recover_from_ric
+from moscale.synthetic import VOCABULARY, Action, caption_line, generate_clip, make_captions, make_example
+from moscale.synthetic.__main__ import main as cli_main
+from moscale.synthetic.body import (
+    ANKLE, ANKLE_HEIGHT, ELBOW, HIP, KNEE, PELVIS, SHOULDER, SPINE3, TOE, TOE_HEIGHT, WRIST,
+)
+from moscale.synthetic.generator import MAX_ROWS, MIN_ROWS
+from moscale.synthetic.writer import write_dataset
+
+PARENTS = np.array(HUMANML3D.parents)
+
+
+def _clips():
+    """One clip per action of the vocabulary, then a few random plans of 1 to 3 actions."""
+    rng = np.random.default_rng(1234)
+    clips = [generate_clip(rng, [Action.sample(rng, name)]) for name in VOCABULARY]
+    return clips + [generate_clip(rng) for _ in range(8)]
+
+
+CLIPS = _clips()
+
+
+def _angle_degrees(a, b):
+    cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+def test_lengths_are_humanml3d_lengths():
+    for clip in CLIPS:
+        assert MIN_ROWS <= clip.num_rows <= MAX_ROWS
+        assert clip.joints.shape == (clip.num_rows + 1, 22, 3)
+        for action in clip.actions:
+            assert 0 <= action.start < action.end <= clip.num_rows
+
+
+def test_bone_lengths_are_the_humanml3d_ones_in_every_frame():
+    for clip in CLIPS:
+        lengths = np.linalg.norm(clip.joints[:, 1:] - clip.joints[:, PARENTS[1:]], axis=-1)
+        np.testing.assert_allclose(lengths, np.broadcast_to(HUMANML3D_BONE_LENGTHS[1:], lengths.shape), atol=1e-9)
+
+
+def test_planted_feet_are_on_the_floor_and_do_not_slide():
+    for clip in CLIPS:
+        for side in (0, 1):
+            planted = clip.stance_2T[side]
+            toe, ankle = clip.joints[:, TOE[side]], clip.joints[:, ANKLE[side]]
+            np.testing.assert_allclose(toe[planted, 1], TOE_HEIGHT, atol=1e-9)
+            np.testing.assert_allclose(ankle[planted, 1], ANKLE_HEIGHT[side], atol=1e-9)
+            still = planted[1:] & planted[:-1]
+            assert np.abs(np.diff(ankle, axis=0)[still]).max(initial=0.0) < 1e-9
+            assert np.abs(np.diff(toe, axis=0)[still]).max(initial=0.0) < 1e-9
+
+
+def test_both_feet_leave_the_floor_only_in_jumps_and_runs():
+    for clip in CLIPS:
+        flying = ~clip.stance_2T.any(0)
+        allowed = np.zeros(len(flying), dtype=bool)
+        for action in clip.actions:
+            if action.name in ("jump", "run"):
+                allowed[action.start : action.end + 1] = True
+        assert not (flying & ~allowed).any()
+        # No joint ever goes through the floor.
+        assert clip.joints[..., 1].min() >= TOE_HEIGHT - 1e-9
+    jumps = [clip for clip in CLIPS if clip.actions[0].name == "jump" and len(clip.actions) == 1]
+    assert jumps and (~jumps[0].stance_2T.any(0)).sum() >= jumps[0].actions[0].count * 3
+
+
+def test_motion_is_smooth():
+    for clip in CLIPS:
+        velocity = np.linalg.norm(np.diff(clip.joints, axis=0), axis=-1) * 20
+        acceleration = np.linalg.norm(np.diff(clip.joints, 2, axis=0), axis=-1) * 400
+        # Bounds of fast human motion (a kicking foot, a running stride): about 13 m/s and 20 g.
+        assert velocity.max() < 13.0
+        assert acceleration.max() < 210.0
+
+
+def test_joint_angles_stay_in_human_range():
+    for clip in CLIPS:
+        joints = clip.joints
+        for side in (0, 1):
+            thigh, shin = joints[:, KNEE[side]] - joints[:, HIP[side]], joints[:, ANKLE[side]] - joints[:, KNEE[side]]
+            knee_flexion = _angle_degrees(thigh, shin)
+            assert knee_flexion.max() < 145.0
+            # The knee bends forwards: it lies in front of the hip-to-ankle line, seen along the foot.
+            foot = joints[:, TOE[side]] - joints[:, ANKLE[side]]
+            midpoint = (joints[:, HIP[side]] + joints[:, ANKLE[side]]) / 2
+            ahead = ((joints[:, KNEE[side]] - midpoint)[:, [0, 2]] * foot[:, [0, 2]]).sum(-1)
+            assert ahead.min() > -0.02
+            upper, fore = joints[:, ELBOW[side]] - joints[:, SHOULDER[side]], joints[:, WRIST[side]] - joints[:, ELBOW[side]]
+            assert _angle_degrees(upper, fore).max() < 145.0
+            assert _angle_degrees(thigh, np.array([0.0, -1.0, 0.0])).max() < 120.0
+        trunk_lean = _angle_degrees(joints[:, SPINE3] - joints[:, PELVIS], np.array([0.0, 1.0, 0.0]))
+        assert trunk_lean.max() < 50.0
+
+
+def test_clips_vary_in_speed_amplitude_and_style():
+    rng = np.random.default_rng(7)
+    plan = [Action("walk", direction="forward", count=3)]
+    walks = [generate_clip(rng, plan) for _ in range(6)]
+    durations = [clip.actions[0].end - clip.actions[0].start for clip in walks]
+    distances = [clip.actions[0].distance for clip in walks]
+    pelvis_heights = [clip.joints[0, PELVIS, 1] for clip in walks]
+    stance_widths = [abs(clip.joints[0, ANKLE[0], 0] - clip.joints[0, ANKLE[1], 0]) for clip in walks]
+    arm_swing = [np.ptp(clip.joints[:, WRIST[0], 2] - clip.joints[:, PELVIS, 2]) for clip in walks]
+    assert len(set(durations)) >= 4
+    assert np.std(distances) > 0.05
+    assert np.ptp(stance_widths) > 0.03
+    assert np.ptp(arm_swing) > 0.05
+    # The performers share one skeleton, so their standing heights agree.
+    assert np.ptp(pelvis_heights) < 1e-9
+
+
+def test_generation_is_deterministic_for_a_seed():
+    first, again, other = make_example(3, 5), make_example(3, 5), make_example(4, 5)
+    np.testing.assert_array_equal(first.features, again.features)
+    assert first.captions == again.captions and first.semantics == again.semantics
+    assert first.semantics != other.semantics
+
+
+def test_written_features_follow_the_humanml3d_processing():
+    example = make_example(0, 1)
+    assert example.features.shape == (example.semantics["num_frames"], HUMANML3D.feature_dim)
+    assert example.features.dtype == np.float32 and example.joints.dtype == np.float32
+    np.testing.assert_array_equal(example.joints, recover_from_ric(example.features))
+    # The generated body starts at the origin facing +Z, so processing barely moves it.
+    clip = generate_clip(np.random.default_rng([0, 1]))
+    processed = recover_from_ric(features_from_joints(clip.joints))
+    assert np.abs(processed[0, PELVIS, [0, 2]]).max() < 1e-6
+    assert np.abs(processed[0, :, [0, 2]] - clip.joints[0, :, [0, 2]]).max() < 0.005
+    assert np.abs(processed[..., 1] - (clip.joints[:-1, :, 1] - TOE_HEIGHT)).max() < 1e-4
+
+
+def test_captions_name_every_action_in_order_with_its_count():
+    rng = np.random.default_rng(0)
+    plan = [Action("jump", direction="in_place", count=2), Action("turn", direction="left", angle=180),
+            Action("wave", side="right", count=3)]
+    captions = make_captions(plan, rng, num_captions=3)
+    assert len(set(captions)) == 3
+    for caption in captions:
+        assert caption.count("then") == 2
+        assert any(word in caption for word in ("twice", "two times", "2 times", "two jumps", "2 jumps"))
+        assert "left" in caption and "right" in caption
+        assert any(word in caption for word in ("three times", "3 times", "thrice"))
+        parsed = parse_caption_line(caption_line(caption))
+        assert parsed.text == caption and parsed.is_whole_motion
+        assert all("/" in token for token in parsed.tokens)
+    phrasings = {make_captions([Action("squat", count=2)], np.random.default_rng(seed), 1)[0] for seed in range(30)}
+    assert len(phrasings) >= 8
+
+
+def test_an_impossible_plan_is_refused():
+    plan = [Action("squat", count=5), Action("side_step", direction="left", count=5), Action("jump", direction="forward", count=5)]
+    with pytest.raises(ValueError, match="does not fit"):
+        generate_clip(np.random.default_rng(0), plan)
+
+
+def test_written_folder_loads_and_does_not_depend_on_workers(tmp_path):
+    one = write_dataset(tmp_path / "one", 6, seed=9, workers=1, progress=False)
+    two = write_dataset(tmp_path / "two", 6, seed=9, workers=2, progress=False)
+    for name in ("Mean.npy", "Std.npy", "semantics.jsonl", "train.txt", "val.txt", "test.txt"):
+        assert (one / name).read_bytes() == (two / name).read_bytes()
+    for path in sorted((one / "new_joint_vecs").glob("*.npy")):
+        assert path.read_bytes() == (two / "new_joint_vecs" / path.name).read_bytes()
+
+    splits = {split: read_split(one, split) for split in ("train", "val", "test")}
+    assert sorted(sum(splits.values(), [])) == [f"{i:06d}" for i in range(6)]
+    assert all(splits.values())
+    records = [json.loads(line) for line in (one / "semantics.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == [f"{i:06d}" for i in range(6)]
+    for record in records:
+        features = np.load(one / "new_joint_vecs" / f"{record['id']}.npy")
+        assert features.shape == (record["num_frames"], 263)
+        assert np.load(one / "new_joints" / f"{record['id']}.npy").shape == (record["num_frames"], 22, 3)
+        assert len((one / "texts" / f"{record['id']}.txt").read_text().splitlines()) == 3
+    std = np.load(one / "Std.npy")
+    assert std.shape == (263,) and (std > 0).all() and len(np.unique(std)) <= 7
+
+    dataset = load_motion_dataset(one, "train", cache_dir=tmp_path / "cache")
+    assert len(dataset) == len(splits["train"])
+    assert np.asarray(dataset[0]["motion"]).shape[1] == 263
+
+
+def test_cli_writes_a_folder_and_refuses_to_overwrite(tmp_path):
+    cli_main(["--out", str(tmp_path / "data"), "--num-clips", "3", "--seed", "2", "--workers", "1"])
+    assert len(list((tmp_path / "data" / "texts").glob("*.txt"))) == 3
+    with pytest.raises(FileExistsError, match="overwrite"):
+        cli_main(["--out", str(tmp_path / "data"), "--num-clips", "3", "--workers", "1"])
+    with pytest.raises(SystemExit):
+        cli_main(["--out", str(tmp_path / "other"), "--num-clips", "0"])
