@@ -20,6 +20,10 @@ Evaluators (`--evaluator`):
 - ``contrastive``: a `moscale.contrastive_evaluator` model trained with `examples/train_evaluator.py`, for data
   without the standard evaluator; its numbers compare only with runs using the same evaluator weights.
 
+With ``--semantics`` (a procedural dataset's ``semantics.jsonl``), each evaluated generation also goes through
+the dataset's detectors, and the semantic accuracy per category and text complexity is reported beside the same
+figure for the real motions (the detectors' ceiling); see `moscale.semantic_accuracy`.
+
 Outputs in --output_dir: ``results.json`` (settings, environment, every repeat, mean and interval) and
 ``results.md`` (a Markdown table with the paper's values beside ours).
 """
@@ -45,7 +49,9 @@ from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
 from moscale.data import FOLDER_FORMATS, MAX_MOTION_LENGTH, MotionTransform, load_motion_dataset
-from moscale.metrics import R_PRECISION_BATCH_SIZE, confidence_interval, t2m_metrics
+from moscale.metrics import PROTOCOL_BATCH_SIZE, confidence_interval, t2m_metrics
+from moscale.motion import recover_from_ric
+from moscale.semantic_accuracy import CATEGORIES, detect_actions, flatten_accuracy, load_semantics, semantic_accuracy
 
 logger = logging.getLogger("evaluate")
 
@@ -82,7 +88,7 @@ class ProtocolSettings:
 
     seed: int = 10010
     repeats: int = 20
-    batch_size: int = R_PRECISION_BATCH_SIZE
+    batch_size: int = PROTOCOL_BATCH_SIZE
     guidance_scale: float = 5.0
     refinement_steps: tuple[int, ...] = (1, 2, 5, 10)
     multimodality: bool = True
@@ -253,6 +259,7 @@ def allow_evaluation_lengths(pipeline, min_clip_length: int) -> None:
 # ------------------------------------------------------------------------------------------------------ protocol
 @dataclass
 class EvaluationBatch:
+    ids: list[str]
     captions: list[str]
     tokens: list[list[str]]
     motions: torch.Tensor  # raw features (B, N, D), zero past each length
@@ -277,7 +284,7 @@ def load_batch(rows, indices: np.ndarray, seed: int, repeat: int, batch: int) ->
     motions = torch.zeros(len(lengths), int(lengths.max()), feature_dim)
     for row, motion in enumerate(items["motion"]):
         motions[row, : len(motion)] = torch.from_numpy(np.asarray(motion))
-    return EvaluationBatch(items["caption"], items["tokens"], motions, lengths)
+    return EvaluationBatch(items["id"], items["caption"], items["tokens"], motions, lengths)
 
 
 def generation_jobs(num_batches: int, settings: ProtocolSettings) -> list[tuple[int, int]]:
@@ -295,8 +302,19 @@ def generation_jobs(num_batches: int, settings: ProtocolSettings) -> list[tuple[
     ]
 
 
-def run_job(rows, job, settings, repeat, embed: CoEmbedder, generate: MotionGenerator) -> dict[str, Any]:
-    """One generation of one batch, embedded; the job of the last generation also embeds the real motions."""
+def detect_batch(motions_BND: torch.Tensor, lengths_B: torch.Tensor, fps: float) -> list[list[dict[str, Any]]]:
+    """The procedural detectors' actions for each motion of a batch (raw HumanML3D features, cut at its length)."""
+    joints_BNJ3 = recover_from_ric(motions_BND.detach().float().cpu(), joints_num=22).numpy()
+    return [detect_actions(joints_BNJ3[row, :length], fps) for row, length in enumerate(lengths_B.tolist())]
+
+
+def run_job(
+    rows, job, settings, repeat, embed: CoEmbedder, generate: MotionGenerator, semantics_fps: float | None = None
+) -> dict[str, Any]:
+    """One generation of one batch, embedded; the job of the last generation also embeds the real motions.
+
+    With ``semantics_fps`` the kept generation and the real motions also go through the procedural detectors.
+    """
     batch, generation = job
     indices = repeat_batches(len(rows), settings.batch_size, settings.seed, repeat)[batch]
     data = load_batch(rows, indices, settings.seed, repeat, batch)
@@ -309,6 +327,10 @@ def run_job(rows, job, settings, repeat, embed: CoEmbedder, generate: MotionGene
         result["text"], result["real"] = embed(data.captions, data.tokens, data.motions, data.lengths, True)
         # The evaluator returns rows sorted by descending motion length; Diversity samples rows, so keep that order.
         result["order"] = np.argsort(-data.lengths.numpy(), kind="stable")
+        if semantics_fps is not None:
+            result["ids"] = data.ids
+            result["detected"] = detect_batch(generated, data.lengths, semantics_fps)
+            result["detected_real"] = detect_batch(data.motions, data.lengths, semantics_fps)
     return result
 
 
@@ -332,10 +354,38 @@ def assemble(results: list[dict[str, Any]], num_batches: int, settings: Protocol
     return sets
 
 
+def semantic_scores(results: list[dict[str, Any]], semantics: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Semantic accuracy of the kept generations and of the real motions, flattened (``semantic_count_2``, ...)."""
+    truth, generated, real = [], [], []
+    for result in results:
+        if "detected" not in result:
+            continue
+        for item_id, detected, detected_real in zip(result["ids"], result["detected"], result["detected_real"]):
+            if item_id not in semantics:
+                raise ValueError(f"Item {item_id!r} has no ground truth in the semantics file: is it the right one?")
+            truth.append(semantics[item_id]["actions"])
+            generated.append(detected)
+            real.append(detected_real)
+    return {
+        **flatten_accuracy(semantic_accuracy(zip(truth, generated))),
+        **flatten_accuracy(semantic_accuracy(zip(truth, real)), prefix="real_semantic"),
+    }
+
+
 def evaluate_repeat(
-    rows, settings: ProtocolSettings, repeat: int, embed: CoEmbedder, generate: MotionGenerator, progress=None
+    rows,
+    settings: ProtocolSettings,
+    repeat: int,
+    embed: CoEmbedder,
+    generate: MotionGenerator,
+    progress=None,
+    semantics: dict[str, dict[str, Any]] | None = None,
+    fps: float = 20.0,
 ) -> dict[str, float]:
-    """One repeat of the protocol on the processes of the current `PartialState`; every process gets the result."""
+    """One repeat of the protocol on the processes of the current `PartialState`; every process gets the result.
+
+    ``semantics`` (from `load_semantics`) adds the semantic accuracy of the generations and of the real motions.
+    """
     state = PartialState()
     num_batches = len(rows) // settings.batch_size
     if num_batches == 0:
@@ -344,7 +394,7 @@ def evaluate_repeat(
     local: list[dict[str, Any]] = []
     with state.split_between_processes(jobs) as my_jobs:
         for job in my_jobs:
-            local.append(run_job(rows, job, settings, repeat, embed, generate))
+            local.append(run_job(rows, job, settings, repeat, embed, generate, fps if semantics else None))
             if progress is not None:
                 progress.update(1)
     gathered = gather_object(local) if state.num_processes > 1 else local
@@ -373,15 +423,22 @@ def evaluate_repeat(
     }
     if "multimodality" in metrics:
         flat["multimodality"] = metrics["multimodality"]
+    if semantics is not None:
+        flat.update(semantic_scores(gathered, semantics))
     return {name: float(value) for name, value in flat.items()}
 
 
 def summarize(repeats: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """Mean and 95% half-width (1.96 std / sqrt(repeats), population std) of every metric."""
+    """Mean and 95% half-width (1.96 std / sqrt(repeats), population std) of every metric.
+
+    A metric missing from some repeats (a semantic category with no applicable item in that repeat's batches) is
+    summarised over the repeats that have it; ``repeats`` records how many.
+    """
     summary = {}
-    for name in repeats[0]:
-        mean, half_width = confidence_interval([values[name] for values in repeats])
-        summary[name] = {"mean": mean, "ci95": half_width}
+    for name in dict.fromkeys(name for values in repeats for name in values):
+        present = [values[name] for values in repeats if name in values]
+        mean, half_width = confidence_interval(present)
+        summary[name] = {"mean": mean, "ci95": half_width, "repeats": len(present)}
     return summary
 
 
@@ -401,6 +458,24 @@ def markdown_table(summary: dict[str, dict[str, float]], dataset: str, evaluator
         real_text = f"{real['mean']:.3f} ± {real['ci95']:.3f}" if real else "-"
         paper_text = f"{paper[name]:.3f}" if name in paper else "-"
         lines.append(f"| {label} | {paper_text} | {ours['mean']:.3f} ± {ours['ci95']:.3f} | {real_text} |")
+    return "\n".join(lines) + "\n"
+
+
+def semantic_table(summary: dict[str, dict[str, float]]) -> str:
+    """Semantic accuracy (%) per category, overall and by number of actions; real motions in parentheses."""
+    complexities = sorted(
+        {name.rsplit("_", 1)[1] for name in summary if name.startswith("semantic_") and name[-1].isdigit()}
+    )
+    header = ["Category", "All texts", *(f"{c} action{'s' if c != '1' else ''}" for c in complexities)]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for category in CATEGORIES:
+        if f"semantic_{category}" not in summary:
+            continue
+        cells = [category]
+        for suffix in ["", *(f"_{c}" for c in complexities)]:
+            ours, real = summary.get(f"semantic_{category}{suffix}"), summary.get(f"real_semantic_{category}{suffix}")
+            cells.append("-" if ours is None else f"{100 * ours['mean']:.1f} ({100 * real['mean']:.1f})")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -445,13 +520,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache_dir", type=Path, default=None, help="Arrow cache of the loaded motions.")
     parser.add_argument("--seed", type=int, default=10010, help="The authors' evaluation seed.")
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--batch_size", type=int, default=R_PRECISION_BATCH_SIZE, help="R-precision gallery size.")
+    parser.add_argument("--batch_size", type=int, default=PROTOCOL_BATCH_SIZE, help="R-precision gallery size.")
     parser.add_argument("--guidance_scale", type=float, default=None, help="Default: 5 (HumanML3D), 3 (KIT-ML).")
     parser.add_argument("--refinement_steps", type=int, nargs="+", default=[1, 2, 5, 10])
     parser.add_argument("--no_multimodality", action="store_true", help="Skip the 30-generation MultiModality runs.")
     parser.add_argument("--multimodality_batches", type=int, default=3)
     parser.add_argument("--multimodality_generations", type=int, default=30)
     parser.add_argument("--generated_padding", choices=["decoder", "zeros"], default="decoder")
+    parser.add_argument("--semantics", type=Path, help="A procedural dataset's semantics.jsonl: adds semantic accuracy.")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     parser.add_argument("--allow_tf32", action="store_true", help="TF32 matmuls on Ampere+ GPUs (recorded).")
     parser.add_argument("--cpu", action="store_true", help="Run on CPU even when a GPU is present.")
@@ -488,6 +564,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     embed = load_co_embedder(args.evaluator, args.evaluator_path, args.glove_path, args.dataset_format, accelerator.device)
     generate = pipeline_generator(pipeline, settings)
 
+    semantics = None
+    if args.semantics is not None:
+        if args.dataset_format != "humanml3d":
+            raise ValueError("--semantics needs HumanML3D-skeleton motions (the detectors read 22 joints).")
+        semantics = load_semantics(args.semantics)
+    fps = FOLDER_FORMATS[args.dataset_format].fps
     num_batches = len(rows) // settings.batch_size
     jobs_per_repeat = len(generation_jobs(num_batches, settings))
     local_jobs = math.ceil(jobs_per_repeat / accelerator.num_processes)
@@ -499,7 +581,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     started = time.time()
     repeats = []
     for repeat in range(settings.repeats):
-        repeats.append(evaluate_repeat(rows, settings, repeat, embed, generate, progress))
+        repeats.append(evaluate_repeat(rows, settings, repeat, embed, generate, progress, semantics, fps))
         logger.info("repeat %d: %s", repeat, {k: round(v, 4) for k, v in repeats[-1].items()})
     progress.close()
 
@@ -510,6 +592,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "split": args.split,
         "dataset_format": args.dataset_format,
         "evaluator": {"kind": args.evaluator, "path": args.evaluator_path, "glove_path": args.glove_path},
+        "semantics": None if args.semantics is None else str(args.semantics),
         "items": len(rows),
         "items_evaluated_per_repeat": num_batches * settings.batch_size,
         "settings": asdict(settings),
@@ -524,6 +607,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         args.output_dir.mkdir(parents=True, exist_ok=True)
         (args.output_dir / "results.json").write_text(json.dumps(results, indent=2))
         table = markdown_table(summary, args.dataset_format, args.evaluator, settings.repeats)
+        if semantics is not None:
+            table += "\nSemantic accuracy, % (real motions, the detectors' ceiling, in parentheses):\n\n"
+            table += semantic_table(summary)
         (args.output_dir / "results.md").write_text(table)
         print(table)
     accelerator.wait_for_everyone()

@@ -38,7 +38,7 @@ from moscale.data import (
     load_mean_std,
     load_motion_dataset,
 )
-from moscale.metrics import R_PRECISION_BATCH_SIZE, matching_score, r_precision
+from moscale.metrics import PROTOCOL_BATCH_SIZE, matching_score, r_precision
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class TrainingState:
 
 
 @torch.no_grad()
-def retrieval_scores(model: ContrastiveEvaluatorModel, dataset, batch_size: int = R_PRECISION_BATCH_SIZE) -> dict:
+def retrieval_scores(model: ContrastiveEvaluatorModel, dataset, batch_size: int = PROTOCOL_BATCH_SIZE) -> dict:
     """R-precision and MM-Dist of the first caption and the whole (unit-cropped) motion of each item."""
     usable = len(dataset) // batch_size * batch_size
     if usable == 0:
