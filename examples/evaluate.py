@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import platform
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -558,7 +557,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     with accelerator.main_process_first():
         rows = load_motion_dataset(args.data_dir, args.split, args.dataset_format, cache_dir=args.cache_dir)
     rows = rows.with_format("numpy", columns=["motion"], output_all_columns=True)
-    pipeline = MoScalePipeline.from_pretrained(args.pipeline, torch_dtype=dtype).to(accelerator.device)
+    pipeline = MoScalePipeline.from_pretrained(args.pipeline, dtype=dtype).to(accelerator.device)
     pipeline.set_progress_bar_config(disable=True)
     allow_evaluation_lengths(pipeline, FOLDER_FORMATS[args.dataset_format].min_length)
     embed = load_co_embedder(args.evaluator, args.evaluator_path, args.glove_path, args.dataset_format, accelerator.device)
@@ -597,7 +596,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "items_evaluated_per_repeat": num_batches * settings.batch_size,
         "settings": asdict(settings),
         "environment": environment(accelerator, dtype),
-        "command": " ".join(sys.argv),
+        "arguments": {name: value if isinstance(value, (int, float, bool, type(None))) else str(value)
+                      for name, value in vars(args).items()},
         "seconds": time.time() - started,
         "summary": summary,
         "repeats": repeats,

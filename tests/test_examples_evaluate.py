@@ -149,27 +149,29 @@ def test_summary_and_table():
     assert "0.540" not in ev.markdown_table(summary, "humanml3d", "contrastive", 2)
 
 
-def _run(workspace, output, launcher):
+def _arguments(workspace, output):
     pipeline = workspace["root"] / "pipeline"
     if not pipeline.exists():
         save_tiny_pipeline(pipeline, SHARED_DATA)
-    args = [
+    return [
         "--pipeline", str(pipeline), "--data_dir", str(workspace["data"]), "--cache_dir", str(workspace["root"] / "cache"),
         "--evaluator", "contrastive", "--evaluator_path", str(workspace["root"] / "evaluator"),
         "--output_dir", str(output), "--seed", "3", "--repeats", "2", "--batch_size", str(BATCH_SIZE),
         "--refinement_steps", "1", "1", "1", "1", "--multimodality_batches", "1", "--multimodality_generations", "11",
         "--cpu",
     ]  # fmt: skip
-    # One thread per process: the same kernels in both runs, and no oversubscription of small CI machines.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    completed = subprocess.run([*launcher, str(SCRIPT), *args], env=env, cwd=workspace["root"], capture_output=True, text=True)
-    assert completed.returncode == 0, completed.stderr[-3000:]
+
+
+def _outputs(output):
     return json.loads((output / "results.json").read_text()), (output / "results.md").read_text()
 
 
 @pytest.fixture(scope="module")
 def single_process_run(workspace):
-    return _run(workspace, workspace["root"] / "one", [sys.executable])
+    """The script's own parse_args and main, in this process (one thread, like each torchrun worker below)."""
+    output = workspace["root"] / "one"
+    ev.main(ev.parse_args(_arguments(workspace, output)))
+    return _outputs(output)
 
 
 def test_script_end_to_end(single_process_run):
@@ -192,8 +194,16 @@ def test_script_end_to_end(single_process_run):
 
 
 def test_two_processes_give_the_same_numbers(workspace, single_process_run):
+    output = workspace["root"] / "two"
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
-    results, _ = _run(workspace, workspace["root"] / "two", launcher)
+    # One thread per process: the same kernels as the single-process run, and no oversubscription of CI cores.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    completed = subprocess.run(
+        [*launcher, str(SCRIPT), *_arguments(workspace, output)],
+        env=env, cwd=workspace["root"], capture_output=True, text=True,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results, _ = _outputs(output)
     assert results["environment"]["num_processes"] == 2
     assert results["environment"]["distributed_type"] == "DistributedType.MULTI_CPU"
     assert results["repeats"] == single_process_run[0]["repeats"]
