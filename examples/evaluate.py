@@ -128,8 +128,6 @@ class CoEmbedder(Protocol):
     the evaluator's normalised units (how the test loader pads real motions); without it they are used as given.
     """
 
-    name: str
-
     def __call__(
         self,
         captions: Sequence[str],
@@ -142,8 +140,6 @@ class CoEmbedder(Protocol):
 
 class T2MCoEmbedder:
     """The standard T2M evaluator: GloVe + POS text encoder, motions normalised with the evaluator's statistics."""
-
-    name = "t2m"
 
     def __init__(self, evaluator, word_vectorizer, max_motion_length: int = MAX_MOTION_LENGTH):
         self.evaluator = evaluator
@@ -175,8 +171,6 @@ class T2MCoEmbedder:
 
 class ContrastiveCoEmbedder:
     """A trained `ContrastiveEvaluatorModel` (it normalises raw motions and ignores frames past each length)."""
-
-    name = "contrastive"
 
     def __init__(self, model):
         self.model = model.eval()
@@ -317,7 +311,8 @@ def run_job(
     batch, generation = job
     indices = repeat_batches(len(rows), settings.batch_size, settings.seed, repeat)[batch]
     data = load_batch(rows, indices, settings.seed, repeat, batch)
-    generated = generate(data.captions, data.lengths, derived_seed(settings.seed, repeat, _GENERATION, batch, generation))
+    seed = derived_seed(settings.seed, repeat, _GENERATION, batch, generation)
+    generated = generate(data.captions, data.lengths, seed)
     zero_padding = settings.generated_padding == "zeros"
     _, generated_motion = embed(data.captions, data.tokens, generated, data.lengths, zero_padding)
     result = {"batch": batch, "generation": generation, "generated": generated_motion}
@@ -333,7 +328,7 @@ def run_job(
     return result
 
 
-def assemble(results: list[dict[str, Any]], num_batches: int, settings: ProtocolSettings) -> dict[str, np.ndarray]:
+def assemble(results: list[dict[str, Any]], num_batches: int) -> dict[str, np.ndarray]:
     """Gathered job results -> embedding sets in batch order (rows of each batch in the evaluator's order)."""
     by_job = {(r["batch"], r["generation"]): r for r in results}
     text, real, generated, multimodal = [], [], [], []
@@ -397,7 +392,7 @@ def evaluate_repeat(
             if progress is not None:
                 progress.update(1)
     gathered = gather_object(local) if state.num_processes > 1 else local
-    sets = assemble(gathered, num_batches, settings)
+    sets = assemble(gathered, num_batches)
     metrics = t2m_metrics(
         sets["text"],
         sets["real"],
@@ -513,7 +508,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dataset_format", choices=sorted(FOLDER_FORMATS), default="humanml3d")
     parser.add_argument("--split", default="test")
     parser.add_argument("--evaluator", choices=["t2m", "contrastive"], default="t2m")
-    parser.add_argument("--evaluator_path", help="t2m: finest.tar or its checkpoint folder; contrastive: a model folder.")
+    parser.add_argument(
+        "--evaluator_path", help="t2m: finest.tar or its checkpoint folder; contrastive: a model folder."
+    )
     parser.add_argument("--glove_path", help="t2m only: the folder with our_vab_{data.npy,words.pkl,idx.pkl}.")
     parser.add_argument("--output_dir", type=Path, required=True)
     parser.add_argument("--cache_dir", type=Path, default=None, help="Arrow cache of the loaded motions.")
@@ -526,7 +523,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--multimodality_batches", type=int, default=3)
     parser.add_argument("--multimodality_generations", type=int, default=30)
     parser.add_argument("--generated_padding", choices=["decoder", "zeros"], default="decoder")
-    parser.add_argument("--semantics", type=Path, help="A procedural dataset's semantics.jsonl: adds semantic accuracy.")
+    parser.add_argument(
+        "--semantics", type=Path, help="A procedural dataset's semantics.jsonl: adds semantic accuracy."
+    )
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     parser.add_argument("--allow_tf32", action="store_true", help="TF32 matmuls on Ampere+ GPUs (recorded).")
     parser.add_argument("--cpu", action="store_true", help="Run on CPU even when a GPU is present.")
@@ -560,7 +559,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     pipeline = MoScalePipeline.from_pretrained(args.pipeline, dtype=dtype).to(accelerator.device)
     pipeline.set_progress_bar_config(disable=True)
     allow_evaluation_lengths(pipeline, FOLDER_FORMATS[args.dataset_format].min_length)
-    embed = load_co_embedder(args.evaluator, args.evaluator_path, args.glove_path, args.dataset_format, accelerator.device)
+    embed = load_co_embedder(
+        args.evaluator, args.evaluator_path, args.glove_path, args.dataset_format, accelerator.device
+    )
     generate = pipeline_generator(pipeline, settings)
 
     semantics = None

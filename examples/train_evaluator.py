@@ -175,7 +175,8 @@ def main(args: argparse.Namespace) -> dict:
     )
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     # After `prepare`, each process sees 1/num_processes of the batches.
-    max_train_steps = args.max_train_steps or args.num_train_epochs * math.ceil(len(train_loader) / accelerator.num_processes)
+    steps_per_epoch = math.ceil(len(train_loader) / accelerator.num_processes)
+    max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
     scheduler = get_scheduler(
         args.lr_scheduler,
         optimizer,

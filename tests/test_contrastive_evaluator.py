@@ -81,7 +81,8 @@ def test_duplicate_captions_are_positives():
     torch.testing.assert_close(loss, swapped)
     # Rows 0 and 1 differ: swapping their motions does change it.
     other = torch.tensor([1, 0, 2, 3, 4, 5, 6, 7])
-    assert not torch.allclose(loss, model(tokens["input_ids"], tokens["attention_mask"], motions[other], lengths[other]).loss)
+    changed = model(tokens["input_ids"], tokens["attention_mask"], motions[other], lengths[other]).loss
+    assert not torch.allclose(loss, changed)
 
 
 def test_motion_embedding_ignores_padding():

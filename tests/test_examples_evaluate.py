@@ -118,23 +118,25 @@ def test_t2m_co_embedder_keeps_input_order(workspace):
     evaluator = T2MEvaluator(dim_word=8, dim_text_hidden=16, dim_motion_hidden=16, dim_movement_enc_hidden=16,
                              dim_movement_latent=16, dim_coemb_hidden=8)  # fmt: skip
     words = ["sos", "eos", "unk"] + sorted({t.split("/")[0] for _, tokens in CAPTIONS for t in tokens.split()})
-    vectorizer = WordVectorizer(np.random.default_rng(0).normal(size=(len(words), 8)), words, {w: i for i, w in enumerate(words)})
+    vectors = np.random.default_rng(0).normal(size=(len(words), 8))
+    vectorizer = WordVectorizer(vectors, words, {word: index for index, word in enumerate(words)})
     embed = ev.T2MCoEmbedder(evaluator, vectorizer)
     data = ev.load_batch(workspace["rows"], np.arange(8), 3, 0, 0)
     text, motion = embed(data.captions, data.tokens, data.motions, data.lengths, zero_padding=True)
     assert text.shape == motion.shape == (8, 8)
     for row in range(8):  # each row alone gives the same embedding: rows were put back in input order
-        one_text, one_motion = embed(data.captions[row : row + 1], data.tokens[row : row + 1],
-                                     data.motions[row : row + 1], data.lengths[row : row + 1], zero_padding=True)  # fmt: skip
+        one = slice(row, row + 1)
+        one_text, one_motion = embed(data.captions[one], data.tokens[one], data.motions[one], data.lengths[one], True)
         np.testing.assert_allclose(one_text[0], text[row], atol=1e-5)
         np.testing.assert_allclose(one_motion[0], motion[row], atol=1e-5)
     # With zero padding the generated motions reach the evaluator exactly as the real ones do.
     settings = _settings(generated_padding="zeros")
-    result = ev.evaluate_repeat(workspace["rows"], settings, 0, embed, _perfect_generator(workspace["rows"], settings, 0))
+    rows = workspace["rows"]
+    result = ev.evaluate_repeat(rows, settings, 0, embed, _perfect_generator(rows, settings, 0))
     assert result["top1"] == pytest.approx(result["real_top1"], abs=1e-6) and abs(result["fid"]) < 1e-5
     # With "decoder" padding the raw frames past each length (zeros here, decoder output for a model) are used as
     # given: the T2M convolutions see them at the end of each motion, so the embeddings move slightly.
-    decoder = ev.evaluate_repeat(workspace["rows"], _settings(), 0, embed, _perfect_generator(workspace["rows"], settings, 0))
+    decoder = ev.evaluate_repeat(rows, _settings(), 0, embed, _perfect_generator(rows, settings, 0))
     assert decoder["fid"] > 10 * abs(result["fid"])
 
 
@@ -154,7 +156,8 @@ def _arguments(workspace, output):
     if not pipeline.exists():
         save_tiny_pipeline(pipeline, SHARED_DATA)
     return [
-        "--pipeline", str(pipeline), "--data_dir", str(workspace["data"]), "--cache_dir", str(workspace["root"] / "cache"),
+        "--pipeline", str(pipeline), "--data_dir", str(workspace["data"]),
+        "--cache_dir", str(workspace["root"] / "cache"),
         "--evaluator", "contrastive", "--evaluator_path", str(workspace["root"] / "evaluator"),
         "--output_dir", str(output), "--seed", "3", "--repeats", "2", "--batch_size", str(BATCH_SIZE),
         "--refinement_steps", "1", "1", "1", "1", "--multimodality_batches", "1", "--multimodality_generations", "11",
