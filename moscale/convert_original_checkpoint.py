@@ -1,9 +1,9 @@
 """Convert the authors' MoScale checkpoints (github.com/zhiwei-zzz/MoScale) into `save_pretrained` folders.
 
-Inputs are the `.tar` files their trainers write (`{'vq_model': state_dict, 'ep': ...}` for the tokenizer,
-`{'moscale': state_dict, 'ep': ...}` for the transformer) and the YAML files next to them (`train_hrvqvae.yaml`,
-`train_moscale.yaml`). Outputs are `OUTPUT_DIR/vq_model` ([`MoScaleVQModel`]) and `OUTPUT_DIR/transformer`
-([`MoScaleForTextToMotion`]).
+Inputs are the `.tar` files their trainers write, `{'vq_model': state_dict, 'ep': ...}` for the tokenizer (like the
+authors' evaluation we also accept the entry name 'model') and `{'moscale': state_dict, 'ep': ...}` for the
+transformer, and the YAML files next to them (`train_hrvqvae.yaml`, `train_moscale.yaml`). Outputs are
+`OUTPUT_DIR/vq_model` ([`MoScaleVQModel`]) and `OUTPUT_DIR/transformer` ([`MoScaleForTextToMotion`]).
 
     python -m moscale.convert_original_checkpoint \\
         --vq-checkpoint checkpoint_dir/humanml3d/hrvqvae/hrvqvae/model/net_best_fid.tar \\
@@ -19,9 +19,7 @@ mismatch, is an error that names the key.
 from __future__ import annotations
 
 import argparse
-import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +42,8 @@ _VQ_KEY_RULES = [
     (r"decoder\.res_blocks\.(\d+)\.0\.model\.(\d+)\.(conv[12])\.(weight|bias)", r"decoder.stages.\1.resnet.\2.\3.\4"),
     (r"decoder\.res_blocks\.(\d+)\.2\.(weight|bias)", r"decoder.stages.\1.conv.\2"),
     (
-        r"(encoder|decoder)\.attn_blocks\.(\d+)\.((?:norm[12]|[qkv]_proj|out_proj|gate_proj|ffn\.[03])\.(?:weight|bias))",
+        r"(encoder|decoder)\.attn_blocks\.(\d+)\."
+        r"((?:norm[12]|[qkv]_proj|out_proj|gate_proj|ffn\.[03])\.(?:weight|bias))",
         r"\1.stages.\2.attention.\3",
     ),
     (r"encoder\.outproj\.(weight|bias)", r"encoder.conv_out.\1"),
@@ -90,21 +89,22 @@ _MOSCALE_DERIVED = r"lvl_1L|attn_bias_for_masking|.*zero_k_bias"
 
 
 # ------------------------------------------------------------------------------------------------------- loading
-def load_original_checkpoint(path: str | Path, entry: str) -> dict[str, torch.Tensor]:
-    """`torch.load(path, weights_only=True)[entry]`, with errors that say what is wrong with the file."""
+def load_original_checkpoint(path: str | Path, entries: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """`torch.load(path, weights_only=True)[entry]` for the first entry present, with errors that say what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError, ValueError) as error:
+    except Exception as error:  # torch.load raises many types on damaged or non-tensor pickles
         raise ConversionError(
             f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {error}); expected the authors' "
             f".tar file as written by torch.save"
         ) from error
-    if not isinstance(checkpoint, dict) or entry not in checkpoint:
+    entry = next((e for e in entries if isinstance(checkpoint, dict) and e in checkpoint), None)
+    if entry is None:
         found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise ConversionError(f"{path} has no '{entry}' entry (found {found}); is it the right checkpoint?")
+        raise ConversionError(f"{path} has no '{entries[0]}' entry (found {found}); is it the right checkpoint?")
     state_dict = checkpoint[entry]
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise ConversionError(f"{path}['{entry}'] is not a state dict of tensors")
@@ -171,7 +171,9 @@ def vq_config_from_yaml(vq_yaml: dict, max_motion_length: int = 196, source: str
     )
 
 
-def moscale_config_from_yaml(moscale_yaml: dict, vq_config: MoScaleVQConfig, source: str = "transformer config") -> MoScaleConfig:
+def moscale_config_from_yaml(
+    moscale_yaml: dict, vq_config: MoScaleVQConfig, source: str = "transformer config"
+) -> MoScaleConfig:
     """The authors' `train_moscale.yaml` (+ the tokenizer's config) -> [`MoScaleConfig`]."""
     for flag, wanted in (("use_crossattn", True), ("use_learned_token_map", True), ("attn_l2_norm", False)):
         value = _get(moscale_yaml, f"model.{flag}", source, not wanted)
@@ -239,7 +241,8 @@ def _map_state_dict(
     missing = sorted(set(expected) - set(converted))
     if missing:
         inverse = {template: pattern for pattern, template in rules}
-        raise ConversionError(f"{source}: missing key(s) for {', '.join(missing)} (rules: {[inverse.get(m) for m in missing]})")
+        patterns = [inverse.get(m) for m in missing]
+        raise ConversionError(f"{source}: missing key(s) for {', '.join(missing)} (authors' key patterns: {patterns})")
     return converted
 
 
@@ -265,7 +268,9 @@ def convert_vq_state_dict(original: dict[str, torch.Tensor], config: MoScaleVQCo
             "quantizer.initialized": torch.ones((), dtype=torch.long),
         }
 
-    state_dict = _map_state_dict(original, skeleton, _VQ_KEY_RULES, _VQ_DERIVED, check_derived, fill_extra, "VQ checkpoint")
+    state_dict = _map_state_dict(
+        original, skeleton, _VQ_KEY_RULES, _VQ_DERIVED, check_derived, fill_extra, "VQ checkpoint"
+    )
     model = MoScaleVQModel(config)
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
@@ -314,8 +319,9 @@ def convert_original_checkpoint(
     max_motion_length = int(_get(moscale_yaml, "data.max_motion_length", str(transformer_config), 196))
     vq_cfg = vq_config_from_yaml(vq_yaml, max_motion_length, source=str(vq_config))
     moscale_cfg = moscale_config_from_yaml(moscale_yaml, vq_cfg, source=str(transformer_config))
-    vq_model = convert_vq_state_dict(load_original_checkpoint(vq_checkpoint, "vq_model"), vq_cfg)
-    transformer = convert_moscale_state_dict(load_original_checkpoint(transformer_checkpoint, "moscale"), moscale_cfg)
+    vq_model = convert_vq_state_dict(load_original_checkpoint(vq_checkpoint, ("vq_model", "model")), vq_cfg)
+    moscale_state = load_original_checkpoint(transformer_checkpoint, ("moscale",))
+    transformer = convert_moscale_state_dict(moscale_state, moscale_cfg)
     if output_dir is not None:
         output_dir = Path(output_dir)
         vq_model.save_pretrained(output_dir / "vq_model")
@@ -333,7 +339,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--vq-checkpoint", required=True, help="tokenizer .tar (e.g. hrvqvae/model/net_best_fid.tar)")
     parser.add_argument("--vq-config", required=True, help="the tokenizer's train_hrvqvae.yaml")
-    parser.add_argument("--transformer-checkpoint", required=True, help="transformer .tar (moscale/model/net_best_fid.tar)")
+    parser.add_argument(
+        "--transformer-checkpoint", required=True, help="transformer .tar (moscale/model/net_best_fid.tar)"
+    )
     parser.add_argument("--transformer-config", required=True, help="the transformer's train_moscale.yaml")
     parser.add_argument("--output-dir", required=True, help="writes OUTPUT_DIR/vq_model and OUTPUT_DIR/transformer")
     args = parser.parse_args(argv)

@@ -197,9 +197,9 @@ class MoScaleTextConditioning(ModelOutput):
 class MoScaleKVCache:
     """Self-attention keys and values of the first `length` sequence positions, one (key, value) pair per block.
 
-    Each tensor is (B, H, length, d), keys already rotated by RoPE. Because attention is block-causal, the keys and
-    values of positions in coarser scales never depend on later positions: compute them once (text start tokens +
-    every finished scale) and reuse them for all refinement steps of the current scale.
+    Each tensor is (B, H, length, d), keys already rotated by RoPE; `length` is always a scale boundary. Because
+    attention is block-causal, the keys and values of coarser scales never depend on finer ones: compute them once
+    (text start tokens + every finished scale) and reuse them for all refinement steps of the current scale.
 
     Caches are immutable: `forward(..., cache=cache, use_cache=True)` returns a new, longer cache and
     leaves `cache` untouched, so the same prefix cache can serve every step of a scale.
@@ -318,8 +318,9 @@ class TextCrossAttention(nn.Module):
         batch, length, width = query_BLE.shape
         q_BHLd = self.q_proj(query_BLE).view(batch, length, self.num_heads, -1).transpose(1, 2)
         bias = torch.cat([torch.zeros_like(self.v_bias), self.v_bias])
-        k_B2HSd = F.linear(memory_BSD, self.kv_proj.weight, bias).view(batch, -1, 2, self.num_heads, width // self.num_heads)
-        k_BHSd, v_BHSd = k_B2HSd.permute(2, 0, 3, 1, 4).unbind(0)
+        kv_BSC = F.linear(memory_BSD, self.kv_proj.weight, bias)
+        kv_BS2Hd = kv_BSC.view(batch, -1, 2, self.num_heads, width // self.num_heads)
+        k_BHSd, v_BHSd = kv_BS2Hd.permute(2, 0, 3, 1, 4).unbind(0)
         out_BHLd = F.scaled_dot_product_attention(q_BHLd, k_BHSd, v_BHSd, attn_mask=memory_mask_BS[:, None, None, :])
         return self.dropout(self.out_proj(out_BHLd.transpose(1, 2).reshape(batch, length, width)))
 
@@ -476,16 +477,16 @@ class MoScalePreTrainedModel(PreTrainedModel):
         elif isinstance(module, BlockCausalSelfAttention):
             init.zeros_(module.q_bias)
             init.zeros_(module.v_bias)
-        if isinstance(module, MoScaleBlock):
-            # Residual projections shrink with depth; AdaLN starts near identity. The gamma slice uses the
-            # condition width, as the authors' code does.
-            self._init_linear(module.self_attn.out_proj, std, depth_gain)
-            self._init_linear(module.ffn.fc2, std, depth_gain)
-            rows = torch.ones(module.adaln_modulation.out_features, 1)
-            rows[: 2 * config.condition_dim] = 1e-5
-            rows[2 * config.condition_dim :] = 0.5
-            self._init_linear(module.adaln_modulation, std, rows)
         elif isinstance(module, MoScaleForTextToMotion):
+            # Block-level scalings live here: transformers skips custom modules without direct parameters.
+            for block in module.blocks:
+                # Residual projections shrink with depth; AdaLN starts near identity. The gamma slice uses the
+                # condition width, as the authors' code does.
+                self._init_linear(block.self_attn.out_proj, std, depth_gain)
+                self._init_linear(block.ffn.fc2, std, depth_gain)
+                rows = torch.full((block.adaln_modulation.out_features, 1), 0.5)
+                rows[: 2 * config.condition_dim] = 1e-5
+                self._init_linear(block.adaln_modulation, std, rows)
             self._init_linear(module.head, std, 0.02)
             self._init_linear(module.head_adaln_modulation, std, 0.5)
             init.trunc_normal_(module.token_embedding, std=std)
@@ -563,7 +564,7 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         """
         batch, length, _ = self._check_text(text_hidden_states, text_attention_mask)
         mask_BS = text_attention_mask.bool()
-        text_BST = text_hidden_states.float()
+        text_BST = text_hidden_states.to(self.dtype)
         if drop_text is not None:
             drop_text = torch.as_tensor(drop_text, device=text_BST.device).bool()
             if drop_text.shape != (batch,):
@@ -582,7 +583,9 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
 
     def _check_text(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[int, int, int]:
         if states.ndim != 3 or states.shape[-1] != self.config.text_dim:
-            raise ValueError(f"text_hidden_states must be (batch, tokens, {self.config.text_dim}), got {tuple(states.shape)}")
+            raise ValueError(
+                f"text_hidden_states must be (batch, tokens, {self.config.text_dim}), got {tuple(states.shape)}"
+            )
         batch, length, width = states.shape
         if length > self.config.max_text_length:
             raise ValueError(
@@ -616,6 +619,13 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         scale, shift = self.head_adaln_modulation(F.silu(condition_B1D)).chunk(2, dim=-1)
         return self.head_norm(hidden_BlE) * (1 + scale) + shift
 
+    def scale_boundaries(self) -> tuple[int, ...]:
+        """Sequence offsets where scales start, plus the total length: (0, 6, 18, 42, 91) for the paper's model."""
+        offsets = [0]
+        for size in self.patch_sizes:
+            offsets.append(offsets[-1] + size)
+        return tuple(offsets)
+
     # --------------------------------------------------------------------------------------------------- forward
     def forward(
         self,
@@ -632,6 +642,9 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         return_dict: bool | None = None,
     ):
         """Logits for the sequence positions P .. P + l - 1, where P is the cache length (0 without a cache).
+
+        Tokens of one scale attend to each other (and to all coarser scales), so P and P + l must be scale
+        boundaries (`scale_boundaries()`): a forward always feeds whole scales.
 
         Args:
             input_ids: (B, l) ids of those positions: codes, MASK_ID (-2) or PAD_ID (-1).
@@ -661,6 +674,12 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         total = self.config.sequence_length
         if length == 0 or stop > total:
             raise ValueError(f"positions {start}..{stop - 1} fall outside the {total}-token sequence")
+        boundaries = self.scale_boundaries()
+        if start not in boundaries or stop not in boundaries:
+            # Tokens of one scale attend to each other, so a forward (or a cache) must hold whole scales.
+            raise ValueError(
+                f"positions {start}..{stop - 1} must cover whole scales: start and end must be among {boundaries}"
+            )
         if cache is not None and (len(cache) != len(self.blocks) or cache.batch_size != batch):
             raise ValueError("cache does not match this model's layers or the batch size")
 
@@ -668,10 +687,13 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
             if text_hidden_states is None:
                 raise ValueError("pass text_hidden_states and text_attention_mask, or text_conditioning")
             text_conditioning = self.encode_text(text_hidden_states, text_attention_mask, drop_text)
+        elif text_hidden_states is not None or drop_text is not None:
+            raise ValueError("pass either text_conditioning or text_hidden_states (+ drop_text), not both")
         elif text_conditioning.start_tokens.shape[0] != batch:
             raise ValueError("text_conditioning batch size does not match input_ids")
 
-        continuous_BlD = self._continuous_inputs(text_conditioning.start_tokens, prev_scale_features, start, stop, batch)
+        start_BMD = text_conditioning.start_tokens
+        continuous_BlD = self._continuous_inputs(start_BMD, prev_scale_features, start, stop, batch)
         hidden_BlE = self.input_proj(torch.cat([continuous_BlD, self.embed_tokens(input_ids)], dim=-1))
         device = hidden_BlE.device
         # Learned positions for the start tokens only; zero rows elsewhere.
@@ -693,7 +715,7 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
             if output_hidden_states:
                 hidden_states.append(hidden_BlE)
 
-        logits_BlV = self.head(self.final_norm(hidden_BlE.float(), text_conditioning.condition)).float()
+        logits_BlV = self.head(self.final_norm(hidden_BlE, text_conditioning.condition)).float()
         loss = None
         if labels is not None:
             if labels.shape != input_ids.shape:
@@ -741,44 +763,57 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         return torch.cat(feats, dim=2).transpose(1, 2)
 
     def corrupt_tokens(
-        self, clean_ids: torch.LongTensor, generator: torch.Generator | None = None
+        self,
+        clean_ids: torch.LongTensor,
+        generator: torch.Generator | None = None,
+        augment_rate: float | None = None,
     ) -> tuple[torch.LongTensor, torch.LongTensor]:
         """The authors' training corruption of clean ids (B, L) (PAD_ID beyond lengths) -> (input_ids, labels).
 
         Per sample a cosine-scheduled count round(L * cos(pi/2 * u)) (>= 1, L counting padded positions) of random
-        valid positions become targets; of those, a `bert_replace_prob` share get a random code, a `bert_mask_prob`
-        share get MASK_ID and the rest keep their code. Then a per-batch rate r ~ U(mask_augment_range) of all
-        valid non-[MASK] positions get random codes too. Labels hold the clean id at targets and MASK_ID elsewhere.
+        positions is drawn, and the valid ones become targets. Of the targets, a `bert_replace_prob` share get a
+        random code, a `bert_mask_prob` share get MASK_ID and the rest keep their code. Then a per-batch rate
+        r ~ U(mask_augment_range) (or `augment_rate`) of all valid non-[MASK] positions get random codes too.
+        Labels hold the clean id at targets and MASK_ID elsewhere.
+
+        The torch draws happen in the authors' order with the same ops, so with the global generator seeded as theirs
+        and `augment_rate` taken from their Python `random` stream the result is identical to their forward.
         """
         config = self.config
         device = clean_ids.device
         batch, length = clean_ids.shape
 
-        def rand(*shape):
-            return torch.rand(shape, generator=generator, device=device)
-
-        def random_codes():
+        def random_codes() -> torch.Tensor:
             return torch.randint(0, config.num_codes, (batch, length), generator=generator, device=device)
 
+        def random_subset(mask: torch.Tensor, prob: float) -> torch.Tensor:
+            return torch.bernoulli(mask.float(), p=prob, generator=generator).bool() & mask
+
         valid = clean_ids != PAD_ID
-        n_targets = (length * cosine_mask_ratio(rand(batch))).round().clamp(min=1)
-        rank = rand(batch, length).argsort(dim=-1)
+        times = torch.rand((batch,), generator=generator, device=device)
+        n_targets = (length * cosine_mask_ratio(times)).round().clamp(min=1)
+        rank = torch.rand((batch, length), generator=generator, device=device).argsort(dim=-1)
         target = (rank < n_targets[:, None]) & valid
         labels = torch.where(target, clean_ids, MASK_ID)
 
-        replaced = target & (rand(batch, length) < config.bert_replace_prob)
+        replaced = random_subset(target, config.bert_replace_prob)
         input_ids = torch.where(replaced, random_codes(), clean_ids)
-        masked = target & ~replaced & (rand(batch, length) < config.bert_mask_prob / (1 - config.bert_replace_prob))
+        masked = random_subset(target & ~replaced, config.bert_mask_prob / (1 - config.bert_replace_prob))
         input_ids = torch.where(masked, MASK_ID, input_ids)
 
         low, high = config.mask_augment_range
-        if high > 0:
-            rate = low + (high - low) * rand()
-            augmented = (rand(batch, length) < rate) & valid & ~masked
-            input_ids = torch.where(augmented, random_codes(), input_ids)
+        if high > 0 or augment_rate is not None:
+            codes = random_codes()
+            if augment_rate is None:
+                augment_rate = low + (high - low) * torch.rand((), generator=generator, device=device).item()
+            draw = torch.rand((batch, length), generator=generator, device=device)
+            augmented = (draw < augment_rate) & valid & ~masked
+            input_ids = torch.where(augmented, codes, input_ids)
         return input_ids, labels
 
-    def sample_text_dropout(self, batch: int, generator: torch.Generator | None = None, device=None) -> torch.BoolTensor:
+    def sample_text_dropout(
+        self, batch: int, generator: torch.Generator | None = None, device=None
+    ) -> torch.BoolTensor:
         """(B,) True for captions replaced by the unconditional rows (probability `cond_drop_prob`)."""
         return torch.rand((batch,), generator=generator, device=device) < self.config.cond_drop_prob
 
@@ -795,7 +830,9 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         """
         clean_ids = torch.cat(list(codes), dim=1)
         if clean_ids.shape[1] != self.config.sequence_length:
-            raise ValueError(f"codes cover {clean_ids.shape[1]} tokens, the model expects {self.config.sequence_length}")
+            raise ValueError(
+                f"codes cover {clean_ids.shape[1]} tokens, the model expects {self.config.sequence_length}"
+            )
         input_ids, labels = self.corrupt_tokens(clean_ids, generator)
         return {
             "input_ids": input_ids,

@@ -211,7 +211,8 @@ def rotate_half_rope(x_BHTd: torch.Tensor) -> torch.Tensor:
     freqs_Td = torch.outer(torch.arange(length, device=x_BHTd.device).float(), inv_freq)
     angles_Td = torch.cat([freqs_Td, freqs_Td], dim=-1)
     first, second = x_BHTd.chunk(2, dim=-1)
-    return x_BHTd * angles_Td.cos() + torch.cat([-second, first], dim=-1) * angles_Td.sin()
+    cos, sin = angles_Td.cos().to(x_BHTd.dtype), angles_Td.sin().to(x_BHTd.dtype)
+    return x_BHTd * cos + torch.cat([-second, first], dim=-1) * sin
 
 
 class GatedAttentionBlock(nn.Module):
@@ -231,7 +232,7 @@ class GatedAttentionBlock(nn.Module):
         self.v_proj = nn.Linear(width, width)
         self.gate_proj = nn.Linear(width, self.num_heads)
         self.out_proj = nn.Linear(width, width)
-        self.attention_dropout = config.attention_dropout
+        self.weights_dropout = nn.Dropout(config.attention_dropout)
         self.norm2 = nn.LayerNorm(width)
         hidden = width * config.attention_ffn_ratio
         self.ffn = nn.Sequential(
@@ -254,9 +255,10 @@ class GatedAttentionBlock(nn.Module):
         k_BHTd = rotate_half_rope(heads(self.k_proj(normed_BTW)))
         v_BHTd = heads(self.v_proj(normed_BTW))
         key_mask_B11T = lengths_to_mask(lengths_B, length)[:, None, None, :]
-        attn_BHTd = F.scaled_dot_product_attention(
-            q_BHTd, k_BHTd, v_BHTd, attn_mask=key_mask_B11T, dropout_p=self.attention_dropout if self.training else 0.0
-        )
+        # Explicit softmax + dropout module (not SDPA) so training draws the same dropout masks as the authors' code.
+        scores_BHTT = (q_BHTd @ k_BHTd.transpose(-2, -1)) * q_BHTd.shape[-1] ** -0.5
+        weights_BHTT = self.weights_dropout(scores_BHTT.masked_fill(~key_mask_B11T, float("-inf")).softmax(dim=-1))
+        attn_BHTd = weights_BHTT @ v_BHTd
         attn_BHTd = attn_BHTd * torch.sigmoid(self.gate_proj(normed_BTW)).transpose(1, 2)[..., None]
         x_BTW = x_BTW + self.out_proj(attn_BHTd.transpose(1, 2).reshape(batch, length, width))
         x_BTW = x_BTW + self.ffn(self.norm2(x_BTW))
@@ -558,7 +560,7 @@ class MoScaleVQModel(MoScaleVQPreTrainedModel):
     def encode_latent(self, motion: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Encoder only: motion (B, N, D) and frame lengths (B,) -> latent (B, C, N // 2**down_t)."""
         lengths = self._check_motion(motion, lengths).to(motion.device)
-        return self.encoder(motion.transpose(1, 2).float(), lengths)
+        return self.encoder(motion.transpose(1, 2).to(self.dtype), lengths)
 
     def quantize(
         self,
@@ -591,6 +593,10 @@ class MoScaleVQModel(MoScaleVQPreTrainedModel):
 
     def codes_to_f_hat(self, codes: Sequence[torch.Tensor]) -> torch.Tensor:
         """Per-scale ids, coarse to fine, -> f_hat (B, C, T): the sum of every scale's upsampled code vectors."""
+        return self.codes_to_f_hat_per_scale(codes)[-1]
+
+    def codes_to_f_hat_per_scale(self, codes: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """Per-scale ids, coarse to fine, -> the accumulated f_hat (B, C, T) after each scale."""
         if len(codes) != len(self.config.scales):
             raise ValueError(f"expected codes for {len(self.config.scales)} scales, got {len(codes)}")
         latent_length = codes[-1].shape[-1] * self.config.scales[-1]
@@ -601,7 +607,11 @@ class MoScaleVQModel(MoScaleVQPreTrainedModel):
                 )
             if bool((idx >= self.config.num_codes).any()) or bool((idx < PAD_ID).any()):
                 raise ValueError(f"code ids must be in [-1, {self.config.num_codes - 1}] (-1 = PAD)")
-        return sum(self.scale_contribution(idx, latent_length) for idx in codes)
+        f_hats, f_hat_BCT = [], 0
+        for idx_BL in codes:
+            f_hat_BCT = f_hat_BCT + self.scale_contribution(idx_BL, latent_length)
+            f_hats.append(f_hat_BCT)
+        return tuple(f_hats)
 
     def scale_contribution(self, idx_BL: torch.Tensor, latent_length: int | None = None) -> torch.Tensor:
         """One scale's ids (B, L) -> their (B, C, T) contribution to f_hat (PAD_ID positions contribute zero)."""
@@ -641,7 +651,7 @@ class MoScaleVQModel(MoScaleVQPreTrainedModel):
         """
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         lengths = self._check_motion(motion, lengths).to(motion.device)
-        latent_BCT = self.encoder(motion.transpose(1, 2).float(), lengths)
+        latent_BCT = self.encoder(motion.transpose(1, 2).to(self.dtype), lengths)
         token_lengths = self._token_lengths(lengths)
         f_hat_BCT, commit, perplexity, codes = self.quantizer.forward_train(
             latent_BCT, token_lengths, self.config.code_sampling_temperature
@@ -649,8 +659,8 @@ class MoScaleVQModel(MoScaleVQPreTrainedModel):
         f_hat_BCT = f_hat_BCT * lengths_to_mask(token_lengths, latent_BCT.shape[-1])[:, None]
         reconstruction = self.decoder(f_hat_BCT, token_lengths).transpose(1, 2)
 
-        valid_BN1 = lengths_to_mask(lengths, motion.shape[1])[..., None].to(motion.dtype)
-        target = motion.float()
+        valid_BN1 = lengths_to_mask(lengths, motion.shape[1])[..., None].to(reconstruction.dtype)
+        target = motion.to(reconstruction.dtype)
 
         def masked_smooth_l1(pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
             return (F.smooth_l1_loss(pred, ref, reduction="none") * valid_BN1).sum() / (valid_BN1.sum() * ref.shape[-1])

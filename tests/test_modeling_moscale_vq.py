@@ -70,6 +70,8 @@ def test_encode_shapes_and_padding():
         assert bool((codes[valid] >= 0).all()) and bool((codes[valid] < 16).all())
     assert len(out.f_hat_per_scale) == 4 and all(f.shape == (2, 8, 16) for f in out.f_hat_per_scale)
     torch.testing.assert_close(model.codes_to_f_hat(out.codes), out.f_hat_per_scale[-1])
+    for ours, reference in zip(model.codes_to_f_hat_per_scale(out.codes), out.f_hat_per_scale):
+        torch.testing.assert_close(ours, reference)
     # Linear upsampling spills slightly past a length (as in the authors' code); decode zeroes f_hat there.
     f_hat = out.f_hat_per_scale[-1]
     noisy = f_hat.clone()
@@ -153,7 +155,8 @@ def test_losses_are_means_over_valid_frames_only():
     valid = (torch.arange(64)[None] < lengths[:, None])[..., None].float()
 
     def masked_mean(pred, ref):
-        return (torch.nn.functional.smooth_l1_loss(pred, ref, reduction="none") * valid).sum() / (valid.sum() * ref.shape[-1])
+        per_element = torch.nn.functional.smooth_l1_loss(pred, ref, reduction="none")
+        return (per_element * valid).sum() / (valid.sum() * ref.shape[-1])
 
     torch.testing.assert_close(out.reconstruction_loss, masked_mean(out.reconstruction, motion))
     torch.testing.assert_close(out.joint_position_loss, masked_mean(out.reconstruction[..., 4:10], motion[..., 4:10]))
@@ -212,3 +215,18 @@ def test_save_and_load_round_trip_gives_identical_outputs(tmp_path):
     assert isinstance(AutoModel.from_pretrained(tmp_path), MoScaleVQModel)
     config = AutoConfig.from_pretrained(tmp_path)
     assert isinstance(config, MoScaleVQConfig) and tuple(config.scales) == (8, 4, 2, 1)
+
+
+@torch.no_grad()
+def test_bfloat16_model_runs_and_stays_close_to_float32():
+    model = seeded_model()
+    motion, lengths = batch(11)
+    codes = model.encode(motion, lengths).codes
+    reference = model.decode(codes, lengths)
+    half = model.to(torch.bfloat16)
+    out = half.decode(codes, lengths)  # same codes: bf16 distances may pick other codes at near-ties
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - reference).abs().max() < 0.05 * reference.abs().max()
+    half_codes = half.encode(motion, lengths).codes
+    assert all(torch.equal(a < 0, b < 0) for a, b in zip(half_codes, codes))
+    assert torch.isfinite(half(motion, lengths).loss)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 from pathlib import Path
 
 import pytest
@@ -33,7 +35,7 @@ def fixture():
 
 
 @pytest.fixture(scope="module")
-def models(fixture, tmp_path_factory):
+def converted(fixture, tmp_path_factory):
     meta, _ = fixture
     paths = meta["checkpoints"]
     out = tmp_path_factory.mktemp("converted")
@@ -44,8 +46,13 @@ def models(fixture, tmp_path_factory):
         FIXTURE / paths["moscale_yaml"],
         out,
     )
-    vq = MoScaleVQModel.from_pretrained(out / "vq_model").eval()
-    transformer = MoScaleForTextToMotion.from_pretrained(out / "transformer").eval()
+    return out
+
+
+@pytest.fixture(scope="module")
+def models(converted):
+    vq = MoScaleVQModel.from_pretrained(converted / "vq_model").eval()
+    transformer = MoScaleForTextToMotion.from_pretrained(converted / "transformer").eval()
     return vq, transformer
 
 
@@ -84,7 +91,8 @@ def test_fixture_sizes_match_converted_configs(fixture, models):
     assert transformer.config.hidden_size == meta["configs"]["train_moscale"]["model"]["head_latent_dim"]
     assert list(transformer.config.patch_sizes) == meta["derived"]["patch_sizes"]
     assert transformer.config.sequence_length == meta["derived"]["L"]
-    assert transformer.config.condition_dim // transformer.config.text_pool_head_dim == meta["derived"]["pool_num_heads"]
+    pool_heads = transformer.config.condition_dim // transformer.config.text_pool_head_dim
+    assert pool_heads == meta["derived"]["pool_num_heads"]
     assert torch.equal(tensors["input.motion_lengths"], torch.tensor(meta["inputs"]["lengths"]))
 
 
@@ -138,7 +146,37 @@ def test_vq_eval_forward_losses(fixture, models, report):
     check_close(report, "vq forward reconstruction", out.reconstruction, t["vq.recon"], rel=1e-5)
     commit_ref = torch.tensor(meta["vq"]["vq_forward_commit_loss"])
     check_close(report, "vq forward commit loss", out.commit_loss, commit_ref, rel=1e-5)
-    check_close(report, "vq forward perplexity", out.perplexity, torch.tensor(meta["vq"]["vq_forward_perplexity"]), 1e-5)
+    perplexity_ref = torch.tensor(meta["vq"]["vq_forward_perplexity"])
+    check_close(report, "vq forward perplexity", out.perplexity, perplexity_ref, rel=1e-5)
+
+
+def test_vq_training_step_reproduces_the_codebook_initialisation(fixture, converted, report):
+    """The fixture's codebook is the authors' first training step (seeding + one EMA update with dead-code reset).
+
+    Re-running that step in train mode from an empty codebook, with the same random streams, must give it back:
+    this checks training-mode dropout order, codebook seeding, Gumbel code sampling and the EMA update.
+    """
+    meta, t = fixture
+    recipe = re.search(
+        r"on (\d+) random full-length motions \(randn, generator seed\+(\d+); "
+        r"dropout RNG torch.manual_seed\(seed\+(\d+)\)",
+        meta["init"]["codebook"],
+    )
+    assert recipe, f"unexpected codebook recipe in meta.json: {meta['init']['codebook']!r}"
+    n_motions, motion_offset, dropout_offset = (int(g) for g in recipe.groups())
+    vq = MoScaleVQModel.from_pretrained(converted / "vq_model")
+    with torch.no_grad():
+        vq.quantizer.codebook.zero_()
+        vq.quantizer.initialized.zero_()
+    frames = meta["configs"]["train_moscale"]["data"]["max_motion_length"]
+    generator = torch.Generator().manual_seed(meta["seed"] + motion_offset)
+    motions = torch.randn(n_motions, frames, vq.config.motion_dim, generator=generator)
+    torch.manual_seed(meta["seed"] + dropout_offset)
+    vq.train()
+    with torch.no_grad():
+        vq(motions, torch.full((n_motions,), frames))
+    assert int(vq.quantizer.initialized) == 1
+    check_close(report, "codebook after one training step", vq.quantizer.codebook, t["aux.vq.codebook"], rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------- transformer
@@ -170,7 +208,8 @@ def test_teacher_forced_forward(fixture, models, report, branch):
     text = out.text_conditioning
     used = text.memory_mask  # selecting the used rows in order gives the authors' packed layout
     rel = 1e-5
-    check_close(report, f"tf.{branch}.text_normed_packed", text.normed_text[used], t[f"tf.{branch}.text_normed_packed"], rel)
+    normed_ref = t[f"tf.{branch}.text_normed_packed"]
+    check_close(report, f"tf.{branch}.text_normed_packed", text.normed_text[used], normed_ref, rel)
     check_close(report, f"tf.{branch}.sos_tokens", text.start_tokens, t[f"tf.{branch}.sos_tokens"], rel, BRIEF_LIMIT)
     check_close(report, f"tf.{branch}.cond_BD", text.condition, t[f"tf.{branch}.cond_BD"], rel, BRIEF_LIMIT)
     check_close(report, f"tf.{branch}.text_ca_kv_packed", text.memory[used], t[f"tf.{branch}.text_ca_kv_packed"], rel)
@@ -187,6 +226,37 @@ def test_teacher_forced_forward(fixture, models, report, branch):
     check_close(report, f"tf.{branch}.logits", out.logits, t[f"tf.{branch}.logits"], rel, BRIEF_LIMIT)
     check_close(report, f"tf.{branch}.ce_loss", out.loss.reshape(1), t[f"tf.{branch}.ce_loss"], rel)
     assert torch.equal(out.logits.argmax(-1).reshape(-1), t[f"tf.{branch}.pred_ids"].reshape(-1))
+
+
+def test_training_corruption_reproduces_the_fixture_input_ids(fixture, models):
+    """The fixture's ids come from the authors' forward after fixseed(mask_seed); our corruption, fed the same
+    streams, gives the same ids. Their forward first draws one Python random() per caption (caption dropout), then
+    random.uniform(mask_augment_range) for the augmentation rate; every other draw is from torch's global generator."""
+    meta, t = fixture
+    _, transformer = models
+    seed = meta["tf"]["mask_seed"]
+    batch = t["tf.clean_ids"].shape[0]
+    python_stream = random.Random(seed)
+    for _ in range(batch):
+        python_stream.random()
+    augment_rate = python_stream.uniform(*transformer.config.mask_augment_range)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        input_ids, labels = transformer.corrupt_tokens(t["tf.clean_ids"], augment_rate=augment_rate)
+    assert torch.equal(input_ids, t["tf.input_ids"])
+    assert torch.equal(labels, t["tf.labels"])
+    assert int((labels >= 0).sum()) == meta["tf"]["n_loss_targets"]
+
+
+@torch.no_grad()
+def test_prev_scale_features_from_our_tokenizer(fixture, models, report):
+    """The transformer's continuous inputs, built from our own tokenizer's f_hat, match the authors' prefix."""
+    _, t = fixture
+    vq, transformer = models
+    encoded = vq.encode(t["input.motion"], t["input.motion_lengths"])
+    assert torch.equal(torch.cat(encoded.codes, dim=1), t["tf.clean_ids"])
+    features = transformer.prev_scale_features_from_f_hat(encoded.f_hat_per_scale)
+    check_close(report, "tf.prefix_features", features, t["tf.prefix_features"], rel=1e-5)
 
 
 def _generation_tags(tensors: dict) -> list[str]:
@@ -233,7 +303,8 @@ def test_generation_step_logits_with_and_without_cache(fixture, models, report):
                     cfg = (1 + tau) * lg[:batch] - tau * lg[batch:]
                     key = f"gen.{tag}.l{level}.s{step}.cfg_logits ({name})"
                     check_close(report, key, cfg, ref, rel=1e-5, limit=BRIEF_LIMIT)
-        motion = vq.decode([t[f"gen.{tag}.ids.scale{k}"] for k in range(len(vq.config.scales))], t["input.motion_lengths"])
+        generated_codes = [t[f"gen.{tag}.ids.scale{k}"] for k in range(len(vq.config.scales))]
+        motion = vq.decode(generated_codes, t["input.motion_lengths"])
         check_close(report, f"gen.{tag}.motion", motion, t[f"gen.{tag}.motion"], rel=1e-5)
 
 
