@@ -1,0 +1,406 @@
+"""MoScalePipeline end to end, offline: the real T5 tokenizer, a tiny T5 encoder built from a config, tiny models."""
+
+import base64
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, T5Config, T5EncoderModel
+
+from moscale.modeling_moscale import MoScaleConfig, MoScaleForTextToMotion
+from moscale.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
+from moscale.pipeline_moscale import (
+    MoScalePipeline,
+    MoScalePipelineOutput,
+    cfg_weight,
+    num_tokens_to_mask,
+    sample_tokens,
+    top_k_top_p_filter,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+PROMPTS = ["a person jumps twice", "someone walks in a circle"]
+
+
+def tiny_pipeline(seed: int = 0) -> MoScalePipeline:
+    """Random tiny models, perturbed as the parity fixtures are, so that logits vary from position to position."""
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(DATA / "t5_small_tokenizer")
+    text_encoder = T5EncoderModel(
+        T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
+    ).eval()
+    vq_model = MoScaleVQModel(MoScaleVQConfig(code_dim=16, num_codes=32, width=32, depth=1)).eval()
+    transformer = MoScaleForTextToMotion(
+        MoScaleConfig(
+            num_codes=32, code_dim=16, condition_dim=64, text_pool_head_dim=32, hidden_size=32,
+            num_layers=1, num_attention_heads=2, text_dim=32,
+        )
+    ).eval()
+    with torch.no_grad():
+        for model in (vq_model, transformer):
+            for param in model.parameters():
+                std = 0.5 / math.sqrt(param.shape[-1]) if param.ndim >= 2 else 0.1
+                param.add_(torch.randn_like(param) * std)
+        vq_model.quantizer.codebook.normal_()
+    pipe = MoScalePipeline(
+        vq_model,
+        transformer,
+        text_encoder,
+        tokenizer,
+        motion_mean=np.load(DATA / "humanml3d_sample" / "Mean.npy"),
+        motion_std=np.load(DATA / "humanml3d_sample" / "Std.npy"),
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Tiny models run faster on one thread, and a loaded CI machine makes thread pools stall."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def pipe(single_thread):
+    return tiny_pipeline()
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+# ------------------------------------------------------------------------------------------ sampling functions
+def test_top_p_drops_the_token_that_crosses_the_threshold():
+    logits = torch.log(torch.tensor([[[0.5, 0.3, 0.15, 0.05]]]))
+    kept = torch.isfinite(top_k_top_p_filter(logits, top_p=0.7))[0, 0]
+    # Inclusive cumulative mass 0.5, 0.8, ...: the second token crosses 0.7 and is removed (HF would keep it).
+    assert kept.tolist() == [True, False, False, False]
+    kept = torch.isfinite(top_k_top_p_filter(logits, top_p=0.85))[0, 0]
+    assert kept.tolist() == [True, True, False, False]
+    assert torch.isfinite(top_k_top_p_filter(logits, top_p=1.0)).all()
+
+
+def test_top_k_then_top_p():
+    logits = torch.tensor([[[0.0, 3.0, 1.0, 2.0]]])
+    assert torch.isfinite(top_k_top_p_filter(logits, top_k=2))[0, 0].tolist() == [False, True, False, True]
+    # top-p renormalises over the top-k survivors: p = (0.73, 0.27), so 0.5 keeps only the best.
+    assert torch.isfinite(top_k_top_p_filter(logits, top_k=2, top_p=0.5))[0, 0].tolist() == [False, True, False, False]
+
+
+def test_sample_tokens_is_one_draw_over_all_positions(monkeypatch):
+    calls = []
+    real = torch.multinomial
+
+    def spy(probs, *args, **kwargs):
+        calls.append(tuple(probs.shape))
+        return real(probs, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "multinomial", spy)
+    logits = torch.randn(3, 5, 7, generator=gen())
+    a = sample_tokens(logits, top_p=0.9, generator=gen(1))
+    b = sample_tokens(logits, top_p=0.9, generator=gen(1))
+    assert calls == [(15, 7), (15, 7)] and a.shape == (3, 5) and torch.equal(a, b)
+    # The draw respects the filter: only tokens inside the nucleus can come out.
+    allowed = torch.isfinite(top_k_top_p_filter(logits, top_p=0.9))
+    assert allowed.gather(-1, a[..., None]).all()
+
+
+def test_schedule_and_guidance_ramp():
+    pool = torch.tensor([6.0, 49.0])
+    assert num_tokens_to_mask(torch.tensor(0.0), pool).tolist() == [6, 49]
+    assert num_tokens_to_mask(torch.tensor(1.0), pool).tolist() == [1, 1]
+    assert num_tokens_to_mask(torch.tensor(0.5), pool).tolist() == [round(6 * math.cos(math.pi / 4)), 35]
+    assert [cfg_weight(5.0, k) for k in range(4)] == [5.25, 5.0, 4.75, 4.5]
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+def test_text_to_motion_shapes_lengths_and_padding(pipe):
+    out = pipe(PROMPTS, num_frames=[120, 80], generator=gen())
+    assert isinstance(out, MoScalePipelineOutput)
+    assert out.features.shape == (2, 120, 263) and out.joints.shape == (2, 120, 22, 3)
+    assert out.lengths.tolist() == [120, 80]
+    sizes, scales = pipe.transformer.config.patch_sizes, pipe.vq_model.config.scales
+    for tokens, size, scale in zip(out.tokens, sizes, scales):
+        assert tokens.shape == (2, size)
+        valid = torch.arange(size)[None] < (out.lengths // 4 // scale)[:, None]
+        assert (tokens[valid] >= 0).all() and (tokens[~valid] == -1).all()
+    assert not out.features[1, 80:].any() and not out.joints[1, 80:].any()
+    assert out.features[1, :80].abs().sum(-1).gt(0).all()
+    assert torch.isfinite(out.joints).all()
+
+
+def test_same_generator_same_motion_and_a_new_seed_differs(pipe):
+    a = pipe(PROMPTS[0], num_frames=96, generator=gen(3))
+    b = pipe(PROMPTS[0], num_frames=96, generator=gen(3))
+    c = pipe(PROMPTS[0], num_frames=96, generator=gen(4))
+    assert torch.equal(a.features, b.features) and all(torch.equal(x, y) for x, y in zip(a.tokens, b.tokens))
+    assert not all(torch.equal(x, y) for x, y in zip(a.tokens, c.tokens))
+
+
+def test_prompt_embeds_give_the_same_motion_as_the_prompt(pipe):
+    states, mask = pipe.encode_prompt(PROMPTS, torch.device("cpu"))
+    assert states.shape == (2, pipe.transformer.config.max_text_length, 32)
+    assert mask.sum(-1).tolist() == [len(pipe.tokenizer(p).input_ids) for p in PROMPTS]
+    a = pipe(PROMPTS, num_frames=80, generator=gen())
+    b = pipe(prompt_embeds=states, prompt_attention_mask=mask, num_frames=80, generator=gen())
+    assert torch.equal(a.features, b.features)
+
+
+def test_num_motions_per_prompt_is_prompt_major(pipe):
+    out = pipe(PROMPTS, num_frames=[80, 120], num_motions_per_prompt=2, generator=gen())
+    assert out.lengths.tolist() == [80, 80, 120, 120]
+    assert out.features.shape[0] == 4 and not out.features[:2, 80:].any()
+
+
+def test_one_multinomial_draw_per_scale_and_step(pipe, monkeypatch):
+    calls = []
+    real = torch.multinomial
+
+    def spy(probs, *args, **kwargs):
+        calls.append(tuple(probs.shape))
+        return real(probs, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "multinomial", spy)
+    pipe(PROMPTS, num_frames=80, refinement_steps=(1, 2, 3, 4), generator=gen())
+    sizes = pipe.transformer.config.patch_sizes
+    assert calls == [(2 * size, 32) for size, n in zip(sizes, (1, 2, 3, 4)) for _ in range(n)]
+
+
+def test_guidance_zero_runs_only_the_conditional_branch(pipe, monkeypatch):
+    batches = []
+    forward = type(pipe.transformer).forward
+
+    def spy(self, input_ids, *args, **kwargs):
+        batches.append(input_ids.shape[0])
+        return forward(self, input_ids, *args, **kwargs)
+
+    monkeypatch.setattr(type(pipe.transformer), "forward", spy)
+    pipe(PROMPTS, num_frames=80, guidance_scale=0.0, refinement_steps=(1, 1, 1, 1), generator=gen())
+    assert batches == [2] * 4
+    batches.clear()
+    pipe(PROMPTS, num_frames=80, guidance_scale=2.0, refinement_steps=(1, 1, 1, 1), generator=gen())
+    assert batches == [4] * 4
+
+
+def test_cached_and_uncached_give_the_same_tokens(pipe):
+    a = pipe(PROMPTS, num_frames=[120, 64], generator=gen(5), use_cache=True)
+    b = pipe(PROMPTS, num_frames=[120, 64], generator=gen(5), use_cache=False)
+    assert all(torch.equal(x, y) for x, y in zip(a.tokens, b.tokens))
+
+
+def test_output_types_and_tuple_return(pipe):
+    latent = pipe(PROMPTS[0], num_frames=80, output_type="latent", generator=gen())
+    assert latent.features is None and latent.joints is None and len(latent.tokens) == 4
+    as_np = pipe(PROMPTS[0], num_frames=80, output_type="np", generator=gen())
+    assert isinstance(as_np.features, np.ndarray) and isinstance(as_np.joints, np.ndarray)
+    as_tuple = pipe(PROMPTS[0], num_frames=80, return_dict=False, generator=gen())
+    assert isinstance(as_tuple, tuple) and len(as_tuple) == 4
+    np.testing.assert_array_equal(as_tuple[0].numpy(), as_np.features)
+
+
+def test_callback_sees_every_step(pipe):
+    seen = []
+
+    def callback(pipeline, step, scale_index, outputs):
+        seen.append((step, scale_index, tuple(outputs["tokens"].shape)))
+        return outputs
+
+    pipe(PROMPTS[0], num_frames=80, refinement_steps=(1, 2, 1, 2), generator=gen(), callback_on_step_end=callback)
+    sizes = pipe.transformer.config.patch_sizes
+    assert seen == [
+        (0, 0, (1, sizes[0])), (1, 1, (1, sizes[1])), (2, 1, (1, sizes[1])),
+        (3, 2, (1, sizes[2])), (4, 3, (1, sizes[3])), (5, 3, (1, sizes[3])),
+    ]
+
+
+def test_default_num_frames_without_a_length_estimator(pipe):
+    out = pipe(PROMPTS[0], generator=gen())
+    assert out.lengths.tolist() == [pipe.config.default_num_frames]
+
+
+def test_without_statistics_features_stay_normalised_and_joints_are_none(pipe):
+    bare = MoScalePipeline(pipe.vq_model, pipe.transformer, pipe.text_encoder, pipe.tokenizer)
+    bare.set_progress_bar_config(disable=True)
+    a = bare(PROMPTS[0], num_frames=80, generator=gen())
+    b = pipe(PROMPTS[0], num_frames=80, generator=gen())
+    assert a.joints is None
+    assert torch.allclose(pipe.denormalize(a.features)[0, :80], b.features[0, :80], atol=1e-5)
+
+
+def test_bfloat16_pipeline_generates_and_edits():
+    low = tiny_pipeline().to(dtype=torch.bfloat16)
+    assert low.transformer.dtype == torch.bfloat16 and low.vq_model.dtype == torch.bfloat16
+    out = low(PROMPTS, num_frames=80, generator=gen())
+    assert out.features.dtype == torch.float32 and torch.isfinite(out.joints).all()
+    assert all(((t >= 0) | (t == -1)).all() for t in out.tokens)
+    again = low(PROMPTS, num_frames=80, generator=gen())
+    assert torch.equal(out.features, again.features)
+    edited = low(PROMPTS[0], num_frames=120, source_motion=out.features[0], generator=gen())
+    assert torch.equal(edited.features[0, :70], out.features[0, :70])
+
+
+# ----------------------------------------------------------------------------------------------- save / load
+def test_save_load_round_trip_gives_identical_samples(pipe, tmp_path):
+    before = pipe(PROMPTS, num_frames=[96, 120], generator=gen(11))
+    pipe.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["_class_name"] == "MoScalePipeline"
+    assert index["vq_model"] == ["moscale.modeling_moscale_vq", "MoScaleVQModel"]
+    assert index["transformer"] == ["moscale.modeling_moscale", "MoScaleForTextToMotion"]
+    assert index["text_encoder"] == ["transformers", "T5EncoderModel"]
+    assert len(index["motion_mean"]) == 263
+    card = (tmp_path / "README.md").read_text()
+    assert "MoScale" in card and "library_name: diffusers" in card
+
+    loaded = MoScalePipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    after = loaded(PROMPTS, num_frames=[96, 120], generator=gen(11))
+    assert torch.equal(before.features, after.features) and torch.equal(before.joints, after.joints)
+    assert all(torch.equal(x, y) for x, y in zip(before.tokens, after.tokens))
+
+
+# ------------------------------------------------------------------------------------------------ bad inputs
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"prompt": ""}, "non-empty string"),
+        ({"prompt": "   "}, "non-empty string"),
+        ({"prompt": []}, "empty list"),
+        ({"prompt": None}, "exactly one of prompt and prompt_embeds"),
+        ({"num_frames": 82}, "multiple of 4"),
+        ({"num_frames": 36}, "between 40 and 196"),
+        ({"num_frames": 200}, "generate_long"),
+        ({"num_frames": [80, 80]}, "one per prompt"),
+        ({"guidance_scale": -1.0}, "guidance_scale must be"),
+        ({"refinement_steps": (1, 2, 5)}, "one integer >= 1 per scale"),
+        ({"refinement_steps": (1, 2, 0, 10)}, "one integer >= 1 per scale"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_k": -1}, "top_k"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"num_motions_per_prompt": 0}, "num_motions_per_prompt"),
+        ({"output_type": "pil"}, "output_type"),
+        ({"generator": [torch.Generator()]}, "one torch.Generator"),
+        ({"edit_mask": np.ones(80, dtype=bool)}, "need a source_motion"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(pipe, kwargs, message):
+    call = {"prompt": PROMPTS[0], "num_frames": 80, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        pipe(**call)
+
+
+def test_mismatched_components_are_rejected(pipe):
+    other_vq = MoScaleVQModel(MoScaleVQConfig(code_dim=16, num_codes=64, width=32, depth=1))
+    with pytest.raises(ValueError, match="disagree on num_codes"):
+        MoScalePipeline(other_vq, pipe.transformer)
+    with pytest.raises(ValueError, match="263 values"):
+        MoScalePipeline(pipe.vq_model, pipe.transformer, motion_mean=[0.0] * 10, motion_std=[1.0] * 10)
+
+
+def test_no_text_encoder_needs_prompt_embeds(pipe):
+    bare = MoScalePipeline(pipe.vq_model, pipe.transformer)
+    with pytest.raises(ValueError, match="pass prompt_embeds"):
+        bare("a person waves", num_frames=80)
+
+
+# ------------------------------------------------------------------------------------------------- push to hub
+def test_push_to_hub_uploads_a_loadable_pipeline_folder(pipe, tmp_path, monkeypatch):
+    """The hub client runs for real; only its HTTP transport is replaced by a fake Hub that records the commit."""
+    httpx2 = pytest.importorskip("httpx2")
+    from huggingface_hub import constants
+    from huggingface_hub.utils import _http
+
+    committed = {}
+    repo = "me/tiny-moscale"
+
+    def fake_hub(request):
+        path = request.url.path
+        if path == "/api/repos/create":
+            return httpx2.Response(200, json={"url": f"https://huggingface.co/{repo}", "name": repo})
+        if path == "/api/validate-yaml":
+            return httpx2.Response(200, json={})
+        if path == "/api/models/me/tiny-moscale/preupload/main":
+            files = json.loads(request.content)["files"]
+            modes = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]
+            return httpx2.Response(200, json={"files": modes})
+        if path == "/api/models/me/tiny-moscale/commit/main":
+            for line in request.content.splitlines():
+                item = json.loads(line)
+                if item["key"] == "file":
+                    committed[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+            oid = "0" * 40
+            commit_url = f"https://huggingface.co/{repo}/commit/{oid}"
+            return httpx2.Response(200, json={"commitUrl": commit_url, "commitOid": oid})
+        return httpx2.Response(404, json={"error": f"no route {path}"})
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    _http.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(fake_hub)))
+    try:
+        url = pipe.push_to_hub("me/tiny-moscale", token="hf_not_a_real_token")
+    finally:
+        _http.set_client_factory(_http.default_client_factory)
+
+    assert url.startswith("https://huggingface.co/me/tiny-moscale/commit/")
+    expected = {
+        "model_index.json", "README.md", "vq_model/config.json", "vq_model/model.safetensors",
+        "transformer/config.json", "transformer/model.safetensors", "text_encoder/config.json",
+        "text_encoder/model.safetensors", "tokenizer/tokenizer_config.json", "tokenizer/tokenizer.json",
+    }
+    assert expected <= set(committed), sorted(committed)
+    assert b"MoScale text-to-motion pipeline" in committed["README.md"]
+
+    # The uploaded bytes form a folder that loads and samples exactly like the pushed pipeline.
+    for name, content in committed.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(content)
+    loaded = MoScalePipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    a = pipe(PROMPTS[0], num_frames=80, generator=gen(2))
+    b = loaded(PROMPTS[0], num_frames=80, generator=gen(2))
+    assert torch.equal(a.features, b.features)
+
+
+# ------------------------------------------------------------------------------------------------ device sync
+def test_the_scale_loop_never_reads_tensors_back_to_the_host(pipe, monkeypatch):
+    """Every tensor -> Python conversion made by pipeline code while `_sample_scales` runs is recorded: none."""
+    import sys
+
+    import moscale.pipeline_moscale as module
+
+    inside_loop = []
+    host_reads = []
+    for name in ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _original=original, _name=name, **kwargs):
+            if inside_loop and sys._getframe(1).f_code.co_filename == module.__file__:
+                host_reads.append((_name, sys._getframe(1).f_lineno))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    sample_scales = module.MoScalePipeline._sample_scales
+
+    def flagged(self, *args, **kwargs):
+        inside_loop.append(True)
+        try:
+            return sample_scales(self, *args, **kwargs)
+        finally:
+            inside_loop.clear()
+
+    monkeypatch.setattr(module.MoScalePipeline, "_sample_scales", flagged)
+    out = pipe(PROMPTS, num_frames=[120, 80], generator=gen())
+    source = out.features[0, :120]
+    pipe(PROMPTS[0], num_frames=160, source_motion=source, generator=gen())
+    assert host_reads == []
+    # The spy has teeth: decoding (after the loop) reads the longest length back, and is caught when flagged.
+    inside_loop.append(True)
+    pipe.decode_tokens(out.tokens, out.lengths)
+    inside_loop.clear()
+    assert [name for name, _ in host_reads] == ["__int__"]
