@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -138,6 +139,34 @@ def test_t2m_co_embedder_keeps_input_order(workspace):
     # given: the T2M convolutions see them at the end of each motion, so the embeddings move slightly.
     decoder = ev.evaluate_repeat(rows, _settings(), 0, embed, _perfect_generator(rows, settings, 0))
     assert decoder["fid"] > 10 * abs(result["fid"])
+
+
+def test_load_t2m_evaluator_from_files(workspace, tmp_path):
+    """--evaluator t2m: finest.tar (weights_only) and GloVe files in the standard layout, here with tiny random weights."""
+    torch.manual_seed(0)
+    evaluator = T2MEvaluator(dim_word=8, dim_text_hidden=16, dim_motion_hidden=16, dim_movement_enc_hidden=16,
+                             dim_movement_latent=16, dim_coemb_hidden=8)  # fmt: skip
+    checkpoint = tmp_path / "checkpoint_dir" / "humanml3d" / "text_mot_match" / "model" / "finest.tar"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({name: getattr(evaluator, name).state_dict() for name in
+                ("movement_encoder", "text_encoder", "motion_encoder")}, checkpoint)  # fmt: skip
+    words = ["sos", "eos", "unk"] + sorted({t.split("/")[0] for _, tokens in CAPTIONS for t in tokens.split()})
+    vectors = np.random.default_rng(0).normal(size=(len(words), 8))
+    (tmp_path / "glove").mkdir()
+    np.save(tmp_path / "glove" / "our_vab_data.npy", vectors)
+    (tmp_path / "glove" / "our_vab_words.pkl").write_bytes(pickle.dumps(words))
+    (tmp_path / "glove" / "our_vab_idx.pkl").write_bytes(pickle.dumps({word: i for i, word in enumerate(words)}))
+
+    loaded = ev.load_co_embedder("t2m", str(tmp_path / "checkpoint_dir"), str(tmp_path / "glove"), "humanml3d", "cpu")
+    direct = ev.T2MCoEmbedder(evaluator, WordVectorizer(vectors, words, {w: i for i, w in enumerate(words)}))
+    data = ev.load_batch(workspace["rows"], np.arange(8), 3, 0, 0)
+    for got, want in zip(loaded(data.captions, data.tokens, data.motions, data.lengths, True),
+                         direct(data.captions, data.tokens, data.motions, data.lengths, True)):  # fmt: skip
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="--glove_path"):
+        ev.load_co_embedder("t2m", str(tmp_path / "checkpoint_dir"), None, "humanml3d", "cpu")
+    with pytest.raises(FileNotFoundError, match="download_evaluators"):
+        ev.load_co_embedder("t2m", str(tmp_path / "glove"), str(tmp_path / "glove"), "humanml3d", "cpu")
 
 
 def test_summary_and_table():
