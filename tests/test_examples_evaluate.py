@@ -142,7 +142,7 @@ def test_t2m_co_embedder_keeps_input_order(workspace):
 
 
 def test_load_t2m_evaluator_from_files(workspace, tmp_path):
-    """--evaluator t2m: finest.tar (weights_only) and GloVe files in the standard layout, here with tiny random weights."""
+    """--evaluator t2m: finest.tar (weights_only) and GloVe files in the standard layout, tiny random weights."""
     torch.manual_seed(0)
     evaluator = T2MEvaluator(dim_word=8, dim_text_hidden=16, dim_motion_hidden=16, dim_movement_enc_hidden=16,
                              dim_movement_latent=16, dim_coemb_hidden=8)  # fmt: skip
