@@ -234,19 +234,31 @@ def pipeline_generator(pipeline, settings: ProtocolSettings) -> MotionGenerator:
     return generate
 
 
-def allow_evaluation_lengths(pipeline, min_clip_length: int) -> None:
-    """Lets the pipeline generate the shortest crops of the evaluation loader.
+def allow_evaluation_lengths(pipeline, shortest_item: int) -> None:
+    """Lets the pipeline generate the shortest crops of the evaluation loader, or says why it cannot.
 
     The loader shortens one clip in three by one unit, so a 40-frame HumanML3D clip is evaluated at 36 frames;
     the authors' model generates it (9 latent steps). A pipeline saved with a larger ``min_num_frames`` guard
-    would refuse it, so the guard is lowered for this run, down to the coarsest scale's minimum.
+    would refuse it, so the guard is lowered for this run, down to the coarsest scale's minimum. Items that could
+    be cropped below that minimum are reported before any generation starts.
     """
     unit = pipeline.vq_model.config.unit_length
-    shortest = max((min_clip_length // unit - 1) * unit, unit * pipeline.vq_model.config.scales[0])
-    if pipeline.config.min_num_frames > shortest:
-        logger.info("Lowering the pipeline's min_num_frames from %d to %d frames for the evaluation crops.",
-                    pipeline.config.min_num_frames, shortest)
-        pipeline.register_to_config(min_num_frames=shortest)
+    units = shortest_item // unit
+    shortest_crop = (units - 1 if units > 1 else units) * unit
+    floor = unit * pipeline.vq_model.config.scales[0]
+    if shortest_crop < floor:
+        raise ValueError(
+            f"The split has an item of {shortest_item} frames, which the evaluation loader may crop to "
+            f"{shortest_crop} frames, but this tokenizer generates at least {floor} frames (its coarsest scale). "
+            f"Remove the items shorter than {floor + unit} frames from the split file."
+        )
+    if pipeline.config.min_num_frames > shortest_crop:
+        logger.info(
+            "Lowering the pipeline's min_num_frames from %d to %d frames for the evaluation crops.",
+            pipeline.config.min_num_frames,
+            shortest_crop,
+        )
+        pipeline.register_to_config(min_num_frames=shortest_crop)
 
 
 # ------------------------------------------------------------------------------------------------------ protocol
@@ -558,7 +570,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     rows = rows.with_format("numpy", columns=["motion"], output_all_columns=True)
     pipeline = MoScalePipeline.from_pretrained(args.pipeline, dtype=dtype).to(accelerator.device)
     pipeline.set_progress_bar_config(disable=True)
-    allow_evaluation_lengths(pipeline, FOLDER_FORMATS[args.dataset_format].min_length)
+    allow_evaluation_lengths(pipeline, int(min(rows["length"])))
     embed = load_co_embedder(
         args.evaluator, args.evaluator_path, args.glove_path, args.dataset_format, accelerator.device
     )

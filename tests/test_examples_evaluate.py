@@ -169,6 +169,18 @@ def test_load_t2m_evaluator_from_files(workspace, tmp_path):
         ev.load_co_embedder("t2m", str(tmp_path / "glove"), str(tmp_path / "glove"), "humanml3d", "cpu")
 
 
+def test_evaluation_lengths(workspace):
+    from moscale.pipeline_moscale import MoScalePipeline
+
+    _arguments(workspace, workspace["root"] / "unused")  # writes the tiny pipeline once
+    pipeline = MoScalePipeline.from_pretrained(workspace["root"] / "pipeline")
+    assert pipeline.config.min_num_frames == 40
+    ev.allow_evaluation_lengths(pipeline, 41)  # a 41-frame clip may be cropped to 36 frames
+    assert pipeline.config.min_num_frames == 36
+    with pytest.raises(ValueError, match="Remove the items shorter than 36 frames"):
+        ev.allow_evaluation_lengths(pipeline, 35)  # may become 28 frames, below the coarsest scale's 32
+
+
 def test_summary_and_table():
     repeats = [{"top1": 0.5, "fid": 0.1, "real_top1": 0.6}, {"top1": 0.7, "fid": 0.3, "real_top1": 0.6}]
     summary = ev.summarize(repeats)
