@@ -539,7 +539,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--semantics", type=Path, help="A procedural dataset's semantics.jsonl: adds semantic accuracy."
     )
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
-    parser.add_argument("--allow_tf32", action="store_true", help="TF32 matmuls on Ampere+ GPUs (recorded).")
+    parser.add_argument(
+        "--tf32",
+        choices=["default", "on", "off"],
+        default="default",
+        help="TF32 on Ampere+ GPUs for matmuls and convolutions; 'default' keeps PyTorch's defaults (matmuls off, "
+        "cuDNN convolutions on), as the authors ran. The flags in effect are recorded.",
+    )
     parser.add_argument("--cpu", action="store_true", help="Run on CPU even when a GPU is present.")
     return parser.parse_args(argv)
 
@@ -549,8 +555,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     accelerator = Accelerator(cpu=args.cpu)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    torch.backends.cuda.matmul.allow_tf32 = args.allow_tf32
-    torch.backends.cudnn.allow_tf32 = args.allow_tf32
+    if args.tf32 != "default":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
     dtype = getattr(torch, args.dtype)
     guidance = args.guidance_scale if args.guidance_scale is not None else DEFAULT_GUIDANCE[args.dataset_format]
     settings = ProtocolSettings(

@@ -223,7 +223,7 @@ def test_script_end_to_end(single_process_run):
     assert results["settings"]["guidance_scale"] == 5.0 and results["settings"]["seed"] == 3
     assert results["settings"]["refinement_steps"] == [1, 1, 1, 1]
     assert results["environment"]["dtype"] == "float32" and results["environment"]["num_processes"] == 1
-    assert results["environment"]["tf32_matmul"] is False
+    assert results["environment"]["tf32_matmul"] is False and results["arguments"]["tf32"] == "default"
     assert results["items"] == NUM_TEST_ITEMS and results["items_evaluated_per_repeat"] == NUM_TEST_ITEMS
     assert len(results["repeats"]) == 2
     for name in ("top1", "top2", "top3", "fid", "matching_score", "diversity", "multimodality"):
