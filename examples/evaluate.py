@@ -234,6 +234,42 @@ def pipeline_generator(pipeline, settings: ProtocolSettings) -> MotionGenerator:
     return generate
 
 
+def load_pipeline(path: str, dtype: torch.dtype, dataset: str, text_encoder: str | None = None):
+    """A `MoScalePipeline` folder, or the two folders `moscale.convert_original_checkpoint` writes.
+
+    A converted folder (``vq_model/`` + ``transformer/``, no ``model_index.json``) is assembled into a pipeline
+    with the text encoder the transformer was trained with (``transformer.config.text_encoder_name``, or
+    ``text_encoder``: a local folder or Hub id holding a T5 encoder and its tokenizer) and the evaluator's
+    normalisation statistics: the authors' training scripts normalise motions with those, not with the
+    dataset's Mean.npy/Std.npy.
+    """
+    from moscale.pipeline_moscale import MoScalePipeline
+
+    folder = Path(path)
+    converted = (folder / "vq_model").is_dir() and (folder / "transformer").is_dir()
+    if not converted or (folder / "model_index.json").is_file():
+        return MoScalePipeline.from_pretrained(path, dtype=dtype)
+
+    from transformers import AutoTokenizer, T5EncoderModel
+
+    from moscale.evaluator import load_evaluator_stats
+    from moscale.modeling_moscale import MoScaleForTextToMotion
+    from moscale.modeling_moscale_vq import MoScaleVQModel
+
+    transformer = MoScaleForTextToMotion.from_pretrained(folder / "transformer", dtype=dtype)
+    text_encoder = text_encoder or transformer.config.text_encoder_name
+    logger.info("Assembling converted checkpoints in %s with the text encoder %s.", folder, text_encoder)
+    mean, std = load_evaluator_stats(dataset)
+    return MoScalePipeline(
+        vq_model=MoScaleVQModel.from_pretrained(folder / "vq_model", dtype=dtype).eval(),
+        transformer=transformer.eval(),
+        text_encoder=T5EncoderModel.from_pretrained(text_encoder, dtype=dtype).eval(),
+        tokenizer=AutoTokenizer.from_pretrained(text_encoder),
+        motion_mean=mean,
+        motion_std=std,
+    )
+
+
 def allow_evaluation_lengths(pipeline, shortest_item: int) -> None:
     """Lets the pipeline generate the shortest crops of the evaluation loader, or says why it cannot.
 
@@ -515,7 +551,14 @@ def environment(accelerator: Accelerator, dtype: torch.dtype) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------------------- CLI
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pipeline", required=True, help="MoScalePipeline folder or Hub id (e.g. converted weights).")
+    parser.add_argument(
+        "--pipeline",
+        required=True,
+        help="A MoScalePipeline folder or Hub id, or the output folder of moscale.convert_original_checkpoint.",
+    )
+    parser.add_argument(
+        "--text_encoder", help="Converted checkpoints only: T5 encoder + tokenizer (default: the one they name)."
+    )
     parser.add_argument("--data_dir", type=Path, required=True, help="HumanML3D-layout folder.")
     parser.add_argument("--dataset_format", choices=sorted(FOLDER_FORMATS), default="humanml3d")
     parser.add_argument("--split", default="test")
@@ -538,7 +581,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--semantics", type=Path, help="A procedural dataset's semantics.jsonl: adds semantic accuracy."
     )
-    parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        default="float32",
+        help="Weights and activations of every component; T5 v1.1 encoders are known to overflow in float16, "
+        "prefer bfloat16 for half precision.",
+    )
     parser.add_argument(
         "--tf32",
         choices=["default", "on", "off"],
@@ -551,8 +600,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> dict[str, Any]:
-    from moscale.pipeline_moscale import MoScalePipeline
-
     accelerator = Accelerator(cpu=args.cpu)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     if args.tf32 != "default":
@@ -574,7 +621,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     with accelerator.main_process_first():
         rows = load_motion_dataset(args.data_dir, args.split, args.dataset_format, cache_dir=args.cache_dir)
     rows = rows.with_format("numpy", columns=["motion"], output_all_columns=True)
-    pipeline = MoScalePipeline.from_pretrained(args.pipeline, dtype=dtype).to(accelerator.device)
+    pipeline = load_pipeline(args.pipeline, dtype, args.dataset_format, args.text_encoder).to(accelerator.device)
     pipeline.set_progress_bar_config(disable=True)
     allow_evaluation_lengths(pipeline, int(min(rows["length"])))
     embed = load_co_embedder(

@@ -181,6 +181,37 @@ def test_evaluation_lengths(workspace):
         ev.allow_evaluation_lengths(pipeline, 35)  # may become 28 frames, below the coarsest scale's 32
 
 
+def test_converted_checkpoints_are_assembled_into_a_pipeline(tmp_path):
+    """--pipeline may be the converter's output: vq_model/ + transformer/, T5 named by --text_encoder."""
+    from transformers import AutoTokenizer, T5Config, T5EncoderModel
+
+    from moscale.convert_original_checkpoint import convert_original_checkpoint
+    from moscale.evaluator import load_evaluator_stats
+
+    fixture = SHARED_DATA / "parity" / "fixture_a" / "checkpoint_dir" / "humanml3d"
+    vq, transformer = convert_original_checkpoint(
+        fixture / "hrvqvae" / "hrvqvae_fixture_a" / "model" / "net_best_fid.tar",
+        fixture / "hrvqvae" / "hrvqvae_fixture_a" / "train_hrvqvae.yaml",
+        fixture / "moscale" / "moscale_fixture_a" / "model" / "net_best_fid.tar",
+        fixture / "moscale" / "moscale_fixture_a" / "train_moscale.yaml",
+        output_dir=tmp_path / "converted",
+    )
+    tokenizer = AutoTokenizer.from_pretrained(SHARED_DATA / "t5_small_tokenizer")
+    t5_config = T5Config(vocab_size=len(tokenizer), d_model=transformer.config.text_dim, d_kv=8, d_ff=32,
+                         num_layers=1, num_heads=2)  # fmt: skip
+    T5EncoderModel(t5_config).save_pretrained(tmp_path / "t5")
+    tokenizer.save_pretrained(tmp_path / "t5")
+
+    pipeline = ev.load_pipeline(str(tmp_path / "converted"), torch.float32, "humanml3d", str(tmp_path / "t5"))
+    mean, std = load_evaluator_stats("humanml3d")
+    np.testing.assert_allclose(pipeline.config.motion_mean, mean)
+    np.testing.assert_allclose(pipeline.config.motion_std, std)
+    torch.testing.assert_close(pipeline.vq_model.quantizer.codebook, vq.quantizer.codebook)
+    generate = ev.pipeline_generator(pipeline, _settings())
+    motions = generate(["a person walks"], torch.tensor([40]), 0)
+    assert motions.shape[-1] == 263 and motions.shape[1] >= 40 and torch.isfinite(motions).all()
+
+
 def test_summary_and_table():
     repeats = [{"top1": 0.5, "fid": 0.1, "real_top1": 0.6}, {"top1": 0.7, "fid": 0.3, "real_top1": 0.6}]
     summary = ev.summarize(repeats)
