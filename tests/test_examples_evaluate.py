@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import pickle
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -270,7 +271,10 @@ def test_script_end_to_end(single_process_run):
 
 def test_two_processes_give_the_same_numbers(workspace, single_process_run):
     output = workspace["root"] / "two"
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    with socket.socket() as probe:  # a free port, so that parallel test runs do not collide
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)]
     # One thread per process: the same kernels as the single-process run, and no oversubscription of CI cores.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     completed = subprocess.run(
