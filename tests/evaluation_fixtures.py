@@ -1,0 +1,110 @@
+"""Tiny HumanML3D-layout folders and tiny models for the evaluation tests (CPU, a few seconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+FEATURE_DIM = 263
+# (caption, tokens): a few distinct texts, so that a contrastive evaluator has something to learn.
+CAPTIONS = [
+    ("a person walks forward", "a/DET person/NOUN walk/VERB forward/ADV"),
+    ("a person jumps up", "a/DET person/NOUN jump/VERB up/ADV"),
+    ("someone waves the left hand", "someone/PRON wave/VERB the/DET left/ADJ hand/NOUN"),
+    ("a man turns around", "a/DET man/NOUN turn/VERB around/ADV"),
+]
+
+
+def make_motion_folder(root: Path, splits: dict[str, int], seed: int = 0) -> Path:
+    """Writes a HumanML3D-layout folder with ``splits[name]`` motions per split.
+
+    Motion i shows caption ``i % 4``: its features are that caption's pattern plus noise, so text and motion
+    agree. Lengths vary in [40, 64) frames; the first split item of every 7 also gets a second caption.
+    """
+    rng = np.random.default_rng(seed)
+    patterns_CD = rng.normal(size=(len(CAPTIONS), FEATURE_DIM)).astype(np.float32)
+    (root / "new_joint_vecs").mkdir(parents=True)
+    (root / "texts").mkdir()
+    all_motions = []
+    index = 0
+    for split, count in splits.items():
+        ids = []
+        for _ in range(count):
+            motion_id = f"{index:06d}"
+            label = index % len(CAPTIONS)
+            frames = int(rng.integers(40, 64))
+            motion = patterns_CD[label] + 0.5 * rng.normal(size=(frames, FEATURE_DIM)).astype(np.float32)
+            np.save(root / "new_joint_vecs" / f"{motion_id}.npy", motion.astype(np.float32))
+            caption, tokens = CAPTIONS[label]
+            lines = [f"{caption}#{tokens}#0.0#0.0"]
+            if index % 7 == 0:
+                lines.append(f"{caption} slowly#{tokens} slowly/ADV#0.0#0.0")
+            (root / "texts" / f"{motion_id}.txt").write_text("\n".join(lines) + "\n")
+            all_motions.append(motion)
+            ids.append(motion_id)
+            index += 1
+        (root / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    stacked = np.concatenate(all_motions)
+    np.save(root / "Mean.npy", stacked.mean(0))
+    np.save(root / "Std.npy", stacked.std(0))
+    return root
+
+
+def tiny_contrastive_config(**overrides):
+    from moscale.contrastive_evaluator import ContrastiveEvaluatorConfig, build_vocabulary
+
+    settings = dict(
+        feature_dim=FEATURE_DIM,
+        vocabulary=build_vocabulary(caption for caption, _ in CAPTIONS),
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        embedding_dim=16,
+        dropout=0.0,
+    )
+    settings.update(overrides)
+    return ContrastiveEvaluatorConfig(**settings)
+
+
+def save_tiny_pipeline(path: Path, shared_data: Path, seed: int = 0) -> Path:
+    """A randomly initialised MoScalePipeline with a tiny T5 encoder and the real T5 tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, T5Config, T5EncoderModel
+
+    from moscale.modeling_moscale import MoScaleConfig, MoScaleForTextToMotion
+    from moscale.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
+    from moscale.pipeline_moscale import MoScalePipeline
+
+    torch.manual_seed(seed)
+    vq_model = MoScaleVQModel(MoScaleVQConfig(code_dim=16, num_codes=32, width=16, depth=1, attention_heads=2))
+    # A fresh tokenizer's codebook is all zeros (training seeds it from data); random codes make tokens matter.
+    with torch.no_grad():
+        vq_model.quantizer.codebook.normal_()
+    transformer = MoScaleForTextToMotion(
+        MoScaleConfig(
+            num_codes=32,
+            code_dim=16,
+            condition_dim=16,
+            hidden_size=32,
+            num_layers=1,
+            num_attention_heads=2,
+            text_dim=16,
+            text_pool_head_dim=8,
+        )
+    )
+    tokenizer = AutoTokenizer.from_pretrained(shared_data / "t5_small_tokenizer")
+    text_encoder = T5EncoderModel(
+        T5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+    )
+    rng = np.random.default_rng(seed)
+    pipeline = MoScalePipeline(
+        vq_model=vq_model.eval(),
+        transformer=transformer.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        motion_mean=rng.normal(size=FEATURE_DIM),
+        motion_std=rng.uniform(0.5, 2.0, size=FEATURE_DIM),
+    )
+    pipeline.save_pretrained(path)
+    return path
