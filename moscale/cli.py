@@ -4,6 +4,7 @@
     moscale convert --vq-checkpoint ... --output-dir DIR      (python -m moscale.convert_original_checkpoint)
     moscale bvh {import,export,build-dataset} ...             (python -m moscale.bvh)
     moscale render ...                                        (python -m moscale.render)
+    moscale evaluate --pipeline ... --data_dir ...            (python -m moscale.evaluation)
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from pathlib import Path
 
 OUTPUT_FORMATS = ("npy", "bvh", "gif", "mp4")
 
-# Subcommands that hand their arguments to another module's own command line.
+# Subcommands that hand their arguments to another module's command-line function: (module, function, help).
 DELEGATED = {
-    "convert": ("moscale.convert_original_checkpoint", "convert the authors' checkpoints to save_pretrained folders"),
-    "bvh": ("moscale.bvh", "BVH import, export, and training folders from BVH files"),
-    "render": ("moscale.render", "render motions to GIF, MP4 or a PNG strip of key frames"),
+    "convert": ("moscale.convert_original_checkpoint", "main", "convert the authors' checkpoints"),
+    "bvh": ("moscale.bvh", "main", "BVH import, export, and training folders from BVH files"),
+    "render": ("moscale.render", "main", "render motions to GIF, MP4 or a PNG strip of key frames"),
+    "evaluate": ("moscale.evaluation", "command_line", "the paper's evaluation protocol for a pipeline"),
 }
 
 
@@ -114,10 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(handler=generate)
 
-    for name, (module, help_text) in DELEGATED.items():
+    for name, (_, _, help_text) in DELEGATED.items():
         sub = commands.add_parser(name, help=help_text, add_help=False)
         sub.add_argument("rest", nargs=argparse.REMAINDER)
-        sub.set_defaults(module=module)
     return parser
 
 
@@ -126,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] in DELEGATED:
         import importlib
 
-        importlib.import_module(DELEGATED[argv[0]][0]).main(argv[1:])
+        module, function, _ = DELEGATED[argv[0]]
+        getattr(importlib.import_module(module), function)(argv[1:])
         return
     args = build_parser().parse_args(argv)
     args.handler(args)

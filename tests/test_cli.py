@@ -62,3 +62,6 @@ def test_subcommands_reach_their_modules(capsys):
     with pytest.raises(SystemExit):
         cli.main(["render", "--help"])
     assert "moscale.render" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["evaluate", "--help"])
+    assert "usage: moscale evaluate" in capsys.readouterr().out

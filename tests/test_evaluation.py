@@ -1,6 +1,5 @@
-"""examples/evaluate.py: the protocol's pieces in-process, then the script end to end on 1 and 2 processes."""
+"""moscale.evaluation: the protocol's pieces in-process, then examples/evaluate.py end to end on 1 and 2 processes."""
 
-import importlib.util
 import json
 import os
 import pickle
@@ -14,6 +13,7 @@ import pytest
 import torch
 from evaluation_fixtures import CAPTIONS, make_motion_folder, save_tiny_pipeline, tiny_contrastive_config
 
+import moscale.evaluation as ev
 from moscale.contrastive_evaluator import ContrastiveEvaluatorModel
 from moscale.data import load_motion_dataset
 from moscale.evaluator import T2MEvaluator, WordVectorizer
@@ -24,16 +24,6 @@ SCRIPT = ROOT / "examples" / "evaluate.py"
 # 112 test items: 7 batches of 16, more than the 100 pairs Diversity draws.
 NUM_TEST_ITEMS, BATCH_SIZE = 112, 16
 
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("examples_evaluate", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
-ev = _load_script()
 
 
 @pytest.fixture(scope="module", autouse=True)
