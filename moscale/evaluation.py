@@ -65,10 +65,10 @@ PAPER_RESULTS: dict[str, dict[str, float]] = {
         "diversity": 9.525,
         "multimodality": 0.873,
     },
-    "kit": {"top1": 0.442, "fid": 0.173, "matching_score": 2.717},
+    "kit-ml": {"top1": 0.442, "fid": 0.173, "matching_score": 2.717},
 }
 # The authors' guidance scales: 5 on HumanML3D, 3 on KIT-ML.
-DEFAULT_GUIDANCE = {"humanml3d": 5.0, "kit": 3.0}
+DEFAULT_GUIDANCE = {"humanml3d": 5.0, "kit-ml": 3.0}
 METRIC_NAMES = {
     "top1": "R-precision Top-1 ↑",
     "top2": "R-precision Top-2 ↑",

@@ -87,8 +87,11 @@ UNIT_LENGTH = 4
 NUM_FOOT_CONTACTS = 4
 
 # Folder names the evaluator downloads use for each dataset: MoScale/MoMask use `humanml3d`, T2M/MDM use `t2m`.
-DATASET_FOLDERS: dict[str, tuple[str, ...]] = {"humanml3d": ("humanml3d", "t2m"), "kit": ("kit",)}
-_STATS_PREFIX = {"humanml3d": "t2m", "kit": "kit"}
+DATASET_FOLDERS: dict[str, tuple[str, ...]] = {
+    "humanml3d": ("humanml3d", "t2m"),
+    "kit-ml": ("kit", "kit-ml"),
+}
+_STATS_PREFIX = {"humanml3d": "t2m", "kit-ml": "kit"}
 _STATS_DIR = Path(__file__).resolve().parent / "evaluator_stats"
 _CHECKPOINT_SUBPATH = Path("text_mot_match") / "model" / "finest.tar"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

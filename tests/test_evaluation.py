@@ -276,3 +276,13 @@ def test_two_processes_give_the_same_numbers(workspace, single_process_run):
     assert results["environment"]["num_processes"] == 2
     assert results["environment"]["distributed_type"] == "DistributedType.MULTI_CPU"
     assert results["repeats"] == single_process_run[0]["repeats"]
+
+
+def test_every_dataset_format_has_protocol_defaults_and_evaluator_files():
+    from moscale.data import FOLDER_FORMATS
+    from moscale.evaluator import DATASET_FOLDERS, load_evaluator_stats
+
+    assert set(ev.DEFAULT_GUIDANCE) == set(ev.PAPER_RESULTS) == set(DATASET_FOLDERS) == set(FOLDER_FORMATS)
+    for name, folder_format in FOLDER_FORMATS.items():
+        mean, std = load_evaluator_stats(name)
+        assert mean.shape == std.shape == (folder_format.feature_dim,)

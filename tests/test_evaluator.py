@@ -120,7 +120,7 @@ def test_padding_tokens_are_ignored(case, evaluator):
 
 
 def test_evaluator_statistics_are_the_upstream_files(evaluator):
-    for dataset, prefix, dims in (("humanml3d", "t2m", 263), ("kit", "kit", 251)):
+    for dataset, prefix, dims in (("humanml3d", "t2m", 263), ("kit-ml", "kit", 251)):
         mean, std = ev.load_evaluator_stats(dataset)
         assert mean.shape == std.shape == (dims,) and mean.dtype == np.float64
         np.testing.assert_array_equal(mean, np.load(SHARED / "t2m_evaluator_meta" / f"{prefix}_mean.npy"))
@@ -243,8 +243,8 @@ def test_not_an_evaluator_checkpoint(tmp_path):
         ev.T2MEvaluator.from_pretrained(tmp_path / "finest.tar")
     with pytest.raises(ValueError, match="dataset"):
         ev.T2MEvaluator.from_pretrained(FIXTURE, dataset="amass")
-    with pytest.raises(ValueError, match="does not match the kit evaluator statistics"):
-        ev.T2MEvaluator.from_pretrained(FIXTURE / "humanml3d", dataset="kit")
+    with pytest.raises(ValueError, match="does not match the kit-ml evaluator statistics"):
+        ev.T2MEvaluator.from_pretrained(FIXTURE / "humanml3d", dataset="kit-ml")
 
 
 def test_bad_motion_and_caption_inputs(case, evaluator):
