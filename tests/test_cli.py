@@ -14,12 +14,9 @@ from test_pipeline_moscale import tiny_pipeline
 
 @pytest.fixture(scope="module")
 def saved_pipeline(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("pipeline")
     tiny_pipeline().save_pretrained(folder)
-    yield folder
-    torch.set_num_threads(threads)
+    return folder
 
 
 def test_generate_writes_features_joints_bvh_and_gif(saved_pipeline, tmp_path, capsys):

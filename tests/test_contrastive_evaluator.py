@@ -18,15 +18,6 @@ from moscale.contrastive_evaluator import ContrastiveEvaluatorModel, build_vocab
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; more threads only fight over the cores of a busy CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _batch(num_items: int = 8, seed: int = 0):
     """Captions and raw motions whose features depend on the caption (as in the fixture folders)."""
     rng = np.random.default_rng(seed)

@@ -12,16 +12,8 @@ PROMPTS = ["a person jumps", "a person walks slowly in a long circle"]
 TARGET_FRAMES = torch.tensor([60, 180])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def pipe_and_estimator(single_thread):
+def pipe_and_estimator():
     from test_pipeline_moscale import tiny_pipeline
 
     pipe = tiny_pipeline()

@@ -20,14 +20,6 @@ CLIP = DATA / "humanml3d_sample" / "new_joint_vecs" / "012314.npy"
 FPS = 20
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def calm_pipeline():
     """The tiny random pipeline with its decoder output rescaled to the data's spread (see the module docstring)."""
     from test_pipeline_moscale import tiny_pipeline
@@ -42,7 +34,7 @@ def calm_pipeline():
 
 
 @pytest.fixture(scope="module")
-def pipe(single_thread):
+def pipe():
     return calm_pipeline()
 
 

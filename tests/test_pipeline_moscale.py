@@ -58,17 +58,8 @@ def tiny_pipeline(seed: int = 0) -> MoScalePipeline:
     return pipe
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models run faster on one thread, and a loaded CI machine makes thread pools stall."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
-def pipe(single_thread):
+def pipe():
     return tiny_pipeline()
 
 

@@ -27,15 +27,6 @@ META = json.loads((FIXTURE / "meta.json").read_text())
 TAGS = sorted(META["gen"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Small models run faster on one thread, and a loaded CI machine makes thread pools stall."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tensors():
     return load_file(FIXTURE / "tensors.safetensors")

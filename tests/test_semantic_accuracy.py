@@ -1,8 +1,6 @@
-"""Semantic accuracy from the procedural dataset's detectors, alone and inside examples/evaluate.py."""
+"""Semantic accuracy from the procedural dataset's detectors, alone and inside the evaluation protocol."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +20,6 @@ from moscale.semantic_accuracy import (
 from moscale.synthetic import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; more threads only fight over the cores of a busy CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 WAVE = {"name": "wave", "side": "left", "count": 2}
 WALK = {"name": "walk", "direction": "forward", "count": 3}
@@ -104,16 +93,9 @@ def test_load_semantics_errors(tmp_path):
         load_semantics(tmp_path)
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("examples_evaluate_semantics", ROOT / "examples" / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_protocol_reports_semantic_accuracy(synthetic, tmp_path):
-    ev = _load_script()
+    import moscale.evaluation as ev
+
     rows = load_motion_dataset(synthetic, "test", cache_dir=tmp_path).with_format(
         "numpy", columns=["motion"], output_all_columns=True
     )
