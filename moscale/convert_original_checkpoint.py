@@ -213,6 +213,44 @@ def _rename(key: str, rules: list[tuple[str, str]]) -> str | None:
     return None
 
 
+def _top_level_groups(pattern: str) -> list[tuple[int, int]]:
+    """(start, stop) spans of the outermost capturing groups of a key pattern, in group order."""
+    spans, depth, start, i = [], 0, 0, 0
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "(":
+            if depth == 0:
+                start = i
+            depth += 1
+        elif char == ")":
+            depth -= 1
+            if depth == 0 and not pattern.startswith("(?:", start):
+                spans.append((start, i + 1))
+        i += 1
+    return spans
+
+
+def _original_key(key: str, rules: list[tuple[str, str]]) -> str | None:
+    """The authors' key that `_rename` maps to our `key` (so a missing-key error names what the checkpoint lacks)."""
+    for pattern, template in rules:
+        parts = re.split(r"\\(\d)", template)  # literal, group number, literal, ...
+        template_regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<g{p}>.+?)" for i, p in enumerate(parts))
+        match = re.fullmatch(template_regex, key)
+        if match is None:
+            continue
+        original, end = "", 0
+        for number, (start, stop) in enumerate(_top_level_groups(pattern), start=1):
+            original += pattern[end:start].replace("\\", "") + (match.groupdict().get(f"g{number}") or "")
+            end = stop
+        original += pattern[end:].replace("\\", "")
+        if _rename(original, rules) == key:
+            return original
+    return None
+
+
 def _map_state_dict(
     original: dict[str, torch.Tensor],
     model: torch.nn.Module,
@@ -240,9 +278,10 @@ def _map_state_dict(
     converted.update(fill_extra(converted))
     missing = sorted(set(expected) - set(converted))
     if missing:
-        inverse = {template: pattern for pattern, template in rules}
-        patterns = [inverse.get(m) for m in missing]
-        raise ConversionError(f"{source}: missing key(s) for {', '.join(missing)} (authors' key patterns: {patterns})")
+        # Keys with no authors' counterpart (the EMA statistics) are only missing because the key they derive from is.
+        originals = [(_original_key(m, rules), m) for m in missing]
+        names = [f"'{original}' (our {ours})" for original, ours in originals if original] or missing
+        raise ConversionError(f"{source}: missing key(s) {', '.join(names)}")
     return converted
 
 

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -100,8 +101,33 @@ def test_unknown_key_is_named(original, tmp_path):
 
 def test_missing_key_is_named(original, tmp_path):
     paths = with_modified_checkpoint(original, tmp_path, "transformer_checkpoint", lambda sd: sd.pop("head.bias"))
-    with pytest.raises(ConversionError, match=r"missing key\(s\).*head\.bias"):
+    with pytest.raises(ConversionError, match=r"missing key\(s\) 'head\.bias'"):
         convert_original_checkpoint(**paths)
+    paths = with_modified_checkpoint(
+        original, tmp_path, "transformer_checkpoint", lambda sd: sd.pop("masked_blocks.1.attn.proj.weight")
+    )
+    message = r"missing key\(s\) 'masked_blocks\.1\.attn\.proj\.weight' \(our blocks\.1\.self_attn\.out_proj\.weight\)$"
+    with pytest.raises(ConversionError, match=message):
+        convert_original_checkpoint(**paths)
+    paths = with_modified_checkpoint(original, tmp_path, "vq_checkpoint", lambda sd: sd.pop("quantizer.codebook"))
+    with pytest.raises(ConversionError, match=r"missing key\(s\) 'quantizer\.codebook' \(our quantizer\.codebook\)$"):
+        convert_original_checkpoint(**paths)
+
+
+def test_every_authors_key_is_named_back_from_ours(original):
+    """Missing-key errors name the authors' key: the reverse of the key rules gives back every checkpoint key."""
+    from moscale.convert_original_checkpoint import (
+        _MOSCALE_DERIVED, _MOSCALE_KEY_RULES, _VQ_DERIVED, _VQ_KEY_RULES, _original_key, _rename,
+    )  # fmt: skip
+
+    for which, entry, rules, derived in (
+        ("vq_checkpoint", "vq_model", _VQ_KEY_RULES, _VQ_DERIVED),
+        ("transformer_checkpoint", "moscale", _MOSCALE_KEY_RULES, _MOSCALE_DERIVED),
+    ):
+        keys = [k for k in torch.load(original[which], weights_only=True)[entry] if not re.fullmatch(derived, k)]
+        assert keys
+        for key in keys:
+            assert _original_key(_rename(key, rules), rules) == key
 
 
 def test_config_that_does_not_fit_the_weights_names_the_key(original, tmp_path):
