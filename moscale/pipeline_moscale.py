@@ -327,17 +327,20 @@ class MoScalePipeline(DiffusionPipeline):
             raise ValueError(
                 f"guidance_scale must be a finite number >= 0 (0 turns guidance off), got {guidance_scale}"
             )
-        steps = tuple(refinement_steps)
+        try:
+            steps = tuple(refinement_steps)
+        except TypeError:  # a bare int: reported below with the expected form
+            steps = ()
         if len(steps) != num_scales or not all(isinstance(s, (int, np.integer)) and s >= 1 for s in steps):
             raise ValueError(
                 f"refinement_steps needs one integer >= 1 per scale ({num_scales} scales, e.g. (1, 2, 5, 10)), "
                 f"got {refinement_steps}"
             )
-        if not 0.0 <= top_p <= 1.0:
+        if not (isinstance(top_p, (int, float)) and 0.0 <= top_p <= 1.0):
             raise ValueError(f"top_p must be in [0, 1] (0 or 1 turns it off), got {top_p}")
         if not isinstance(top_k, (int, np.integer)) or top_k < 0:
             raise ValueError(f"top_k must be an integer >= 0 (0 turns it off), got {top_k}")
-        if not temperature > 0:
+        if not (isinstance(temperature, (int, float)) and temperature > 0):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if not isinstance(num_motions_per_prompt, (int, np.integer)) or num_motions_per_prompt < 1:
             raise ValueError(f"num_motions_per_prompt must be an integer >= 1, got {num_motions_per_prompt}")
@@ -363,12 +366,29 @@ class MoScalePipeline(DiffusionPipeline):
                 raise ValueError(f"prompt {i} is {text!r}: every prompt must be a non-empty string")
         return prompts
 
+    def _check_prompt_embeds(self, prompt_embeds, prompt_attention_mask) -> None:
+        """Checked here, where the shapes are the caller's: the transformer only sees the CFG-doubled batch."""
+        def described(value) -> str:
+            return str(tuple(value.shape)) if torch.is_tensor(value) else type(value).__name__
+
+        text_dim = self.transformer.config.text_dim
+        if not torch.is_tensor(prompt_embeds) or prompt_embeds.ndim != 3 or prompt_embeds.shape[-1] != text_dim:
+            raise ValueError(
+                f"prompt_embeds must be a (batch, tokens, {text_dim}) tensor, got {described(prompt_embeds)}"
+            )
+        mask = prompt_attention_mask
+        if mask is not None and (not torch.is_tensor(mask) or mask.shape != prompt_embeds.shape[:2]):
+            raise ValueError(
+                f"prompt_attention_mask must be a {tuple(prompt_embeds.shape[:2])} (batch, tokens) tensor like "
+                f"prompt_embeds, got {described(mask)}"
+            )
+
     def _check_num_frames(self, num_frames, batch: int) -> list[int] | None:
         if num_frames is None:
             return None
         if isinstance(num_frames, (torch.Tensor, np.ndarray)):
             num_frames = num_frames.tolist()
-        frames = [num_frames] * batch if isinstance(num_frames, (int, np.integer)) else list(num_frames)
+        frames = list(num_frames) if isinstance(num_frames, Sequence) else [num_frames] * batch
         if len(frames) != batch:
             raise ValueError(
                 f"num_frames has {len(frames)} entries for {batch} prompts: give one per prompt or one int"
@@ -377,7 +397,7 @@ class MoScalePipeline(DiffusionPipeline):
         for n in frames:
             if not isinstance(n, (int, np.integer)) or n % unit or not self.config.min_num_frames <= n <= max_frames:
                 raise ValueError(
-                    f"num_frames={n} is not supported: use a multiple of {unit} between "
+                    f"num_frames={n!r} is not supported: use an integer multiple of {unit} between "
                     f"{self.config.min_num_frames} and {max_frames} frames "
                     f"({self.config.min_num_frames / self.fps:g} to {max_frames / self.fps:g} s at {self.fps:g} fps); "
                     "for longer motions use `generate_long`"
@@ -722,6 +742,7 @@ class MoScalePipeline(DiffusionPipeline):
         if prompts is not None:
             states_BST, mask_BS = self.encode_prompt(prompts, device)
         else:
+            self._check_prompt_embeds(prompt_embeds, prompt_attention_mask)
             states_BST = prompt_embeds.to(device)
             mask_BS = (
                 torch.ones(states_BST.shape[:2], dtype=torch.long, device=device)

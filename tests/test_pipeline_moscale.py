@@ -1,6 +1,7 @@
 """MoScalePipeline end to end, offline: the real T5 tokenizer, a tiny T5 encoder built from a config, tiny models."""
 
 import base64
+import io
 import json
 import math
 from pathlib import Path
@@ -217,6 +218,16 @@ def test_callback_sees_every_step(pipe):
     ]
 
 
+def test_progress_bar_counts_every_refinement_step(pipe):
+    stream = io.StringIO()
+    pipe.set_progress_bar_config(file=stream, disable=False)
+    try:
+        pipe(PROMPTS[0], num_frames=80, refinement_steps=(1, 2, 1, 3), generator=gen())
+    finally:
+        pipe.set_progress_bar_config(disable=True)
+    assert "7/7" in stream.getvalue() and "8/7" not in stream.getvalue()
+
+
 def test_default_num_frames_without_a_length_estimator(pipe):
     out = pipe(PROMPTS[0], generator=gen())
     assert out.lengths.tolist() == [pipe.config.default_num_frames]
@@ -286,6 +297,15 @@ def test_save_load_round_trip_gives_identical_samples(pipe, tmp_path):
         ({"generator": [torch.Generator()]}, "one torch.Generator"),
         ({"edit_mask": np.ones(80, dtype=bool)}, "need a source_motion"),
         ({"prompt_attention_mask": torch.ones(1, 20)}, "goes with prompt_embeds"),
+        ({"num_frames": 80.0}, "integer multiple of 4"),
+        ({"refinement_steps": 3}, "one integer >= 1 per scale"),
+        ({"top_p": None}, "top_p"),
+        ({"prompt": None, "prompt_embeds": torch.randn(20, 32)}, r"prompt_embeds must be a \(batch, tokens, 32\)"),
+        ({"prompt": None, "prompt_embeds": torch.randn(1, 20, 16)}, r"tensor, got \(1, 20, 16\)"),
+        (
+            {"prompt": None, "prompt_embeds": torch.randn(1, 20, 32), "prompt_attention_mask": torch.ones(1, 10)},
+            r"prompt_attention_mask must be a \(1, 20\) .* got \(1, 10\)",
+        ),
     ],
 )
 def test_bad_inputs_raise_clear_errors(pipe, kwargs, message):
