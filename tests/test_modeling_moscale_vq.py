@@ -230,3 +230,18 @@ def test_bfloat16_model_runs_and_stays_close_to_float32():
     half_codes = half.encode(motion, lengths).codes
     assert all(torch.equal(a < 0, b < 0) for a, b in zip(half_codes, codes))
     assert torch.isfinite(half(motion, lengths).loss)
+
+
+def test_kit_ml_works_by_config():
+    """KIT-ML: 251 features per frame (21 joints); the joint-position slice is a config field."""
+    torch.manual_seed(0)
+    kit = MoScaleVQModel(MoScaleVQConfig(motion_dim=251, code_dim=8, num_codes=16, width=32, depth=1)).train()
+    motion, lengths = torch.randn(2, 196, 251), torch.tensor([196, 100])
+    out = kit(motion, lengths)
+    assert out.reconstruction.shape == (2, 196, 251) and torch.isfinite(out.loss)
+    kit.eval()
+    codes = kit.encode(motion, lengths).codes
+    assert [c.shape[1] for c in codes] == [6, 12, 24, 49]
+    assert kit.decode(codes, lengths).shape == (2, 196, 251)
+    with pytest.raises(ValueError, match="joint_position_dims"):
+        MoScaleVQConfig(motion_dim=251, joint_position_dims=(4, 300))
