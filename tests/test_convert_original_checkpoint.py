@@ -104,9 +104,9 @@ def test_missing_key_is_named(original, tmp_path):
     with pytest.raises(ConversionError, match=r"missing key\(s\) 'head\.bias'"):
         convert_original_checkpoint(**paths)
     paths = with_modified_checkpoint(
-        original, tmp_path, "transformer_checkpoint", lambda sd: sd.pop("masked_blocks.1.attn.proj.weight")
+        original, tmp_path, "transformer_checkpoint", lambda sd: sd.pop("masked_blocks.0.attn.proj.weight")
     )
-    message = r"missing key\(s\) 'masked_blocks\.1\.attn\.proj\.weight' \(our blocks\.1\.self_attn\.out_proj\.weight\)$"
+    message = r"missing key\(s\) 'masked_blocks\.0\.attn\.proj\.weight' \(our blocks\.0\.self_attn\.out_proj\.weight\)$"
     with pytest.raises(ConversionError, match=message):
         convert_original_checkpoint(**paths)
     paths = with_modified_checkpoint(original, tmp_path, "vq_checkpoint", lambda sd: sd.pop("quantizer.codebook"))
