@@ -678,7 +678,7 @@ class MoScalePipeline(DiffusionPipeline):
         prompt: str | list[str] | None = None,
         num_frames: int | list[int] | None = None,
         guidance_scale: float = 5.0,
-        refinement_steps: Sequence[int] = (1, 2, 5, 10),
+        refinement_steps: Sequence[int] | None = None,
         top_p: float = 0.9,
         top_k: int = 0,
         temperature: float = 1.0,
@@ -705,7 +705,8 @@ class MoScalePipeline(DiffusionPipeline):
                 the length estimator's prediction, else `default_num_frames` (or, when editing, the source's extent).
             guidance_scale: classifier-free guidance; scale k uses tau = guidance_scale - 0.25 (k - 1) and logits
                 (1 + tau) cond - tau uncond, as the authors do. 0 turns guidance off (no unconditional branch).
-            refinement_steps: mask-and-repredict steps per scale, coarse to fine.
+            refinement_steps: mask-and-repredict steps per scale, coarse to fine; default the transformer's
+                `sample_steps_per_scale` ((1, 2, 5, 10) for the paper's four scales).
             top_p, top_k, temperature: sampling filters (the authors' top-p drops the token crossing the threshold).
             num_motions_per_prompt: motions per caption; the batch is prompt-major.
             generator: one `torch.Generator`; the same generator state gives the same motions.
@@ -728,6 +729,8 @@ class MoScalePipeline(DiffusionPipeline):
         Returns:
             [`MoScalePipelineOutput`] with `features`, `joints`, `lengths` and `tokens`, or the tuple of them.
         """
+        if refinement_steps is None:
+            refinement_steps = self.transformer.config.sample_steps_per_scale
         steps = self._check_sampling_args(
             guidance_scale, refinement_steps, top_p, top_k, temperature, num_motions_per_prompt, output_type, generator
         )
