@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from moscale.motion import recover_from_ric
-from moscale.pipeline_moscale import edit_token_masks, seam_blend_weights
+from moscale.sampling import edit_token_masks, seam_blend_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -13,14 +13,8 @@ from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
 from moscale.modeling_moscale import MoScaleConfig, MoScaleForTextToMotion
 from moscale.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
-from moscale.pipeline_moscale import (
-    MoScalePipeline,
-    MoScalePipelineOutput,
-    cfg_weight,
-    num_tokens_to_mask,
-    sample_tokens,
-    top_k_top_p_filter,
-)
+from moscale.pipeline_moscale import MoScalePipeline, MoScalePipelineOutput
+from moscale.sampling import cfg_weight, num_tokens_to_mask, sample_tokens, top_k_top_p_filter
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -393,14 +387,16 @@ def test_push_to_hub_uploads_a_loadable_pipeline_folder(pipe, tmp_path, monkeypa
 
 # ------------------------------------------------------------------------------------------------ device sync
 def test_the_scale_loop_never_reads_tensors_back_to_the_host(pipe, monkeypatch):
-    """Every tensor -> Python conversion made by pipeline or model code while `_sample_scales` runs: none."""
+    """Every tensor -> Python conversion made by pipeline, sampling or model code while `_sample_scales` runs: none."""
     import sys
 
     import moscale.modeling_moscale
     import moscale.modeling_moscale_vq
     import moscale.pipeline_moscale as module
+    import moscale.sampling
 
-    watched_files = {module.__file__, moscale.modeling_moscale.__file__, moscale.modeling_moscale_vq.__file__}
+    watched = (module, moscale.sampling, moscale.modeling_moscale, moscale.modeling_moscale_vq)
+    watched_files = {watched_module.__file__ for watched_module in watched}
 
     inside_loop = []
     host_reads = []
