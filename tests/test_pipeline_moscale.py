@@ -430,6 +430,27 @@ def test_the_scale_loop_never_reads_tensors_back_to_the_host(pipe, monkeypatch):
     assert "__int__" in [name for name, _ in host_reads]
 
 
+def test_other_scale_counts_sample_with_the_transformers_own_schedule():
+    """Three scales: refinement_steps defaults to the transformer's sample_steps_per_scale, not the paper's four."""
+    torch.manual_seed(0)
+    vq_model = MoScaleVQModel(MoScaleVQConfig(code_dim=16, num_codes=32, width=32, depth=1, scales=(4, 2, 1))).eval()
+    transformer = MoScaleForTextToMotion(
+        MoScaleConfig(
+            num_codes=32, code_dim=16, condition_dim=64, text_pool_head_dim=32, hidden_size=32, num_layers=1,
+            num_attention_heads=2, text_dim=32, scales=(4, 2, 1), sample_steps_per_scale=(1, 2, 3),
+        )
+    ).eval()
+    pipe = MoScalePipeline(vq_model, transformer, min_num_frames=16)
+    pipe.set_progress_bar_config(disable=True)
+    steps = []
+    out = pipe(
+        prompt_embeds=torch.randn(1, 20, 32), num_frames=96, generator=gen(),
+        callback_on_step_end=lambda p, step, scale, outputs: steps.append(scale),
+    )  # fmt: skip
+    assert steps == [0, 1, 1, 2, 2, 2]
+    assert [t.shape[1] for t in out.tokens] == [12, 24, 49]
+
+
 # ------------------------------------------------------------------------------------------------- measurement
 def measure_sampling_speed(batch: int = 1, repeats: int = 3) -> None:
     """Print cached vs uncached sampling time of a paper-size random model (docs/pipeline.md):
@@ -466,23 +487,3 @@ def measure_sampling_speed(batch: int = 1, repeats: int = 3) -> None:
 if __name__ == "__main__":
     measure_sampling_speed()
 
-
-def test_other_scale_counts_sample_with_the_transformers_own_schedule():
-    """Three scales: refinement_steps defaults to the transformer's sample_steps_per_scale, not the paper's four."""
-    torch.manual_seed(0)
-    vq_model = MoScaleVQModel(MoScaleVQConfig(code_dim=16, num_codes=32, width=32, depth=1, scales=(4, 2, 1))).eval()
-    transformer = MoScaleForTextToMotion(
-        MoScaleConfig(
-            num_codes=32, code_dim=16, condition_dim=64, text_pool_head_dim=32, hidden_size=32, num_layers=1,
-            num_attention_heads=2, text_dim=32, scales=(4, 2, 1), sample_steps_per_scale=(1, 2, 3),
-        )
-    ).eval()
-    pipe = MoScalePipeline(vq_model, transformer, min_num_frames=16)
-    pipe.set_progress_bar_config(disable=True)
-    steps = []
-    out = pipe(
-        prompt_embeds=torch.randn(1, 20, 32), num_frames=96, generator=gen(),
-        callback_on_step_end=lambda p, step, scale, outputs: steps.append(scale),
-    )  # fmt: skip
-    assert steps == [0, 1, 1, 2, 2, 2]
-    assert [t.shape[1] for t in out.tokens] == [12, 24, 49]
