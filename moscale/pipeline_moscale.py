@@ -270,6 +270,7 @@ class MoScalePipeline(DiffusionPipeline):
 
     def _check_prompt_embeds(self, prompt_embeds, prompt_attention_mask) -> None:
         """Checked here, where the shapes are the caller's: the transformer only sees the CFG-doubled batch."""
+
         def described(value) -> str:
             return str(tuple(value.shape)) if torch.is_tensor(value) else type(value).__name__
 
