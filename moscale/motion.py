@@ -503,10 +503,9 @@ def rebuild_dropped_frame(features, joints) -> np.ndarray:
             f"{joints.shape}."
         )
     joints_num = joints.shape[-2]
-    if features.shape[-1] != skeleton_for(joints_num).feature_dim:
-        raise ValueError(
-            f"Features of {joints_num} joints have {skeleton_for(joints_num).feature_dim} dims, got {features.shape[-1]}."
-        )
+    feature_dim = skeleton_for(joints_num).feature_dim
+    if features.shape[-1] != feature_dim:
+        raise ValueError(f"Features of {joints_num} joints have {feature_dim} dims, got {features.shape[-1]}.")
     root_quat, _ = recover_root_rot_pos(features)
     velocity_start = 4 + (joints_num - 1) * 9
     last_velocity = features[-1, velocity_start : velocity_start + joints_num * 3].reshape(joints_num, 3)
