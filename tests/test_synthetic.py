@@ -19,6 +19,8 @@ from moscale.synthetic.body import (
 )
 from moscale.synthetic.generator import MAX_ROWS, MIN_ROWS
 from moscale.synthetic.plausibility import signed_knee_flexion
+from moscale.synthetic.statistics import dataset_statistics
+from moscale.synthetic.statistics import main as statistics_main
 from moscale.synthetic.writer import write_dataset
 
 PARENTS = np.array(HUMANML3D.parents)
@@ -214,6 +216,25 @@ def test_cli_writes_a_folder_that_moscale_data_loads_unchanged(tmp_path):
         batch = MotionCollator()(list(TransformedMotionDataset(dataset, transform)))
         assert batch["motions"].shape[0] == len(dataset) and np.isfinite(batch["motions"].numpy()).all()
     assert sorted(loaded_ids) == sorted(records)
+
+
+def test_dataset_statistics_count_what_semantics_holds(tmp_path, capsys):
+    root = write_dataset(tmp_path / "data", 12, seed=4, workers=1, progress=False)
+    records = [json.loads(line) for line in (root / "semantics.jsonl").read_text().splitlines()]
+    figures = dataset_statistics(root)
+    assert figures["clips"] == 12 and figures["captions"] == 36
+    num_actions = [len(r["actions"]) for r in records]
+    assert figures["actions_per_clip"] == {n: num_actions.count(n) / 12 for n in sorted(set(num_actions))}
+    assert sum(figures["action_share"].values()) == pytest.approx(1.0)
+    walks = sum(a["name"] == "walk" for r in records for a in r["actions"]) / sum(num_actions)
+    assert figures["action_share"].get("walk", 0.0) == pytest.approx(walks)
+    assert set(figures["count_share"]) <= {1, 2, 3, 4, 5}
+    assert figures["rows_min"] == min(r["num_frames"] for r in records) >= 40
+    assert figures["distinct_captions"] == len({c for r in records for c in r["captions"]})
+    statistics_main([str(root)])
+    assert "clips: 12" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="semantics.jsonl"):
+        dataset_statistics(tmp_path)
 
 
 def test_cli_refuses_to_overwrite(tmp_path):
