@@ -371,7 +371,8 @@ def features_from_joints(
         joints: raw joint positions, T+1 frames (the last frame only feeds the velocities of row T-1).
         spec: `HUMANML3D` or `KIT_ML`.
         offsets: (J, 3) target skeleton offsets; default: the HumanML3D skeleton (required for KIT-ML).
-        feet_threshold: squared displacement per frame (m^2) under which a foot joint is in contact.
+        feet_threshold: squared displacement per frame under which a foot joint is in contact (default: the
+            dataset's value, 0.002 m^2 for HumanML3D, 0.05 for KIT-ML in its millimetre units).
     """
     joints = _validate_joints(joints, spec)
     offsets = target_offsets(spec) if offsets is None else _validate_offsets(offsets, spec)
