@@ -222,3 +222,5 @@ def test_bad_input_is_refused():
         detect(np.zeros((10, 21, 3)))
     with pytest.raises(ValueError, match="finite"):
         detect(np.full((10, 22, 3), np.nan))
+    with pytest.raises(ValueError, match="positive frame rate"):
+        detect(np.zeros((10, 22, 3)), fps=0)
