@@ -425,8 +425,6 @@ def load_bvh_joints(
     return resample(joints_FK3, motion.fps, fps)
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # HumanML3D joints -> BVH.
 

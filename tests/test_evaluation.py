@@ -30,7 +30,6 @@ SCRIPT = ROOT / "examples" / "evaluate.py"
 NUM_TEST_ITEMS, BATCH_SIZE = 112, 16
 
 
-
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
@@ -272,7 +271,7 @@ def test_every_dataset_format_has_protocol_defaults_and_evaluator_files():
 
 
 def test_kit_ml_end_to_end_with_the_t2m_evaluator(tmp_path):
-    """--dataset_format kit-ml: 251-dim motions, guidance 3, the KIT evaluator folder and statistics, KIT-ML paper row."""
+    """--dataset_format kit-ml: 251-dim motions, guidance 3, the kit/ evaluator folder and statistics, KIT-ML row."""
     data = make_motion_folder(tmp_path / "kit", {"test": NUM_TEST_ITEMS}, feature_dim=251)
     save_tiny_pipeline(tmp_path / "pipeline", SHARED_DATA, feature_dim=251)
     save_tiny_t2m_files(tmp_path, dataset_folder="kit", feature_dim=251)
