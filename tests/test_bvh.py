@@ -399,6 +399,30 @@ def test_build_dataset_command(tmp_path, capsys):
 
 
 @needs_data
+def test_build_dataset_names_the_captions_the_loaders_skip(tmp_path, capsys):
+    from moscale.data import load_motion_dataset
+
+    captions = tmp_path / "captions.tsv"
+    captions.write_text(
+        "cmu_01_01\ta person jumps forward, then turns around.\t1.0\t8.5\n"  # a 23 s take: skipped, part too
+        "cmu_jumping_jacks\ta person does jumping jacks.\n"
+        "cmu_jumping_jacks\tthe first second.\t0.0\t1.0\n"  # a 20-frame part: skipped alone
+    )
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("cmu_01_01", "cmu_jumping_jacks"):
+        shutil.copy(BVH_DIR / f"{name}.bvh", clips / f"{name}.bvh")
+    out = tmp_path / "dataset"
+    main(["build-dataset", str(clips), "--captions", str(captions), "--out", str(out)])
+    note = capsys.readouterr().out
+    assert "cmu_01_01 'a person jumps forward, then turns around.' (the motion has 458 frames)" in note
+    assert "cmu_jumping_jacks 'the first second.' (the part has 20 frames)" in note
+    assert "does jumping jacks" not in note
+    loaded = load_motion_dataset(out, "train", cache_dir=tmp_path / "cache")
+    assert loaded["captions"] == [["a person does jumping jacks."]]
+
+
+@needs_data
 def test_convert_and_export_commands(tmp_path):
     main(["convert", str(BVH_DIR / "cmu_jumping_jacks.bvh"), str(tmp_path / "joints.npy")])
     main(["convert", str(BVH_DIR / "cmu_jumping_jacks.bvh"), str(tmp_path / "features.npy"), "--features"])
