@@ -2,12 +2,14 @@
 
     python benchmarks/detector_agreement.py --num-clips 1000 --seed 0
     python benchmarks/detector_agreement.py --folder DIR          # a folder written by python -m moscale.synthetic
+    python benchmarks/detector_agreement.py --num-clips 100 --jitter 0.005   # 5 mm of noise on every joint
 
 Each clip goes through the same path as a written dataset: generated joints -> `features_from_joints` ->
 `recover_from_ric` (the `new_joints` a model is trained on) -> `detect`. A clip agrees when the detected list of
 actions equals the ground truth in order, name, direction, side, count and turn angle. The table also gives the
 agreement per action, the false detections (an action detected that the clip does not contain), and the errors
-of the measured travel distances and turn angles.
+of the measured travel distances and turn angles. `--jitter` adds Gaussian noise of that standard deviation
+(metres, seeded by the clip) to every joint before detection, as a measurement would.
 """
 
 from __future__ import annotations
@@ -30,10 +32,13 @@ def _key(action: dict) -> tuple:
     return tuple(action.get(field) for field in KEY_FIELDS)
 
 
-def _generated(task: tuple[int, int]) -> tuple[list[dict], dict]:
-    seed, index = task
+def _generated(task: tuple[int, int, float]) -> tuple[list[dict], dict]:
+    seed, index, jitter = task
     example = make_example(seed, index)
-    return example.semantics["actions"], detect(example.joints).to_dict()
+    joints = example.joints
+    if jitter > 0:
+        joints = joints + np.random.default_rng([seed, index, 1]).normal(0.0, jitter, joints.shape)
+    return example.semantics["actions"], detect(joints).to_dict()
 
 
 def _from_folder(task: tuple[str, dict]) -> tuple[list[dict], dict]:
@@ -92,6 +97,7 @@ def main() -> None:
     parser.add_argument("--num-clips", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folder", help="read new_joints/ and semantics.jsonl of a written dataset instead")
+    parser.add_argument("--jitter", type=float, default=0.0, help="noise (metres) added to generated joints")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
@@ -100,7 +106,7 @@ def main() -> None:
         lines = (Path(args.folder) / "semantics.jsonl").read_text(encoding="utf-8").splitlines()
         tasks, worker = [(args.folder, json.loads(line)) for line in lines], _from_folder
     else:
-        tasks, worker = [(args.seed, index) for index in range(args.num_clips)], _generated
+        tasks, worker = [(args.seed, index, args.jitter) for index in range(args.num_clips)], _generated
     with multiprocessing.get_context("fork").Pool(args.workers, _init_worker) as pool:
         results = list(tqdm(pool.imap(worker, tasks, chunksize=8), total=len(tasks), desc="detecting"))
     figures = summarize(results)

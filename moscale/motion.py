@@ -33,6 +33,7 @@ __all__ = [
     "features_from_joints",
     "forward_kinematics",
     "inverse_kinematics",
+    "offsets_from_joints",
     "qbetween",
     "qinv",
     "qmul",
@@ -110,7 +111,7 @@ KIT_ML = SkeletonSpec(
     foot_left=(19, 20),
     foot_right=(14, 15),
     face_joints=(11, 16, 5, 8),
-    # KIT-ML joints are in millimetres, hence the larger contact threshold of the public KIT processing.
+    # The value the public KIT-ML processing passes; KIT-ML joints are in millimetres, so it is in mm^2.
     feet_threshold=0.05,
 )
 
@@ -320,14 +321,38 @@ def _validate_joints(joints, spec: SkeletonSpec) -> np.ndarray:
         joints = joints.detach().cpu().numpy()
     joints = np.asarray(joints, dtype=np.float64)
     if joints.ndim != 3 or joints.shape[1:] != (spec.joints_num, 3):
+        hint = ""
+        if joints.ndim == 3 and joints.shape[1] in (HUMANML3D.joints_num, KIT_ML.joints_num):
+            hint = " Pass spec=KIT_ML (and offsets) for 21-joint KIT-ML joints, spec=HUMANML3D for 22 joints."
         raise ValueError(
-            f"Expected joints of shape (T+1, {spec.joints_num}, 3) for {spec.name}, got {tuple(joints.shape)}."
+            f"Expected joints of shape (T+1, {spec.joints_num}, 3) for {spec.name}, got {tuple(joints.shape)}.{hint}"
         )
     if len(joints) < 2:
         raise ValueError("Need at least 2 frames of joints: T+1 frames make T feature rows.")
     if not np.isfinite(joints).all():
         raise ValueError("Joint positions contain NaN or infinite values.")
+    # A bone of length zero has no direction, so the inverse kinematics would turn it into NaN rotations.
+    parents = np.array(spec.parents)
+    lengths_TJ = np.linalg.norm(joints[:, 1:] - joints[:, parents[1:]], axis=-1)
+    if (lengths_TJ < 1e-6).any():
+        frame, bone = (int(i) for i in np.argwhere(lengths_TJ < 1e-6)[0])
+        raise ValueError(
+            f"Joint {bone + 1} coincides with its parent joint {parents[bone + 1]} in frame {frame}: every bone needs "
+            "a length to have a direction. Check the joint order (HumanML3D's 22 joints) and the source data."
+        )
     return joints
+
+
+def _validate_offsets(offsets, spec: SkeletonSpec) -> np.ndarray:
+    offsets = np.asarray(offsets, dtype=np.float64)
+    if offsets.shape != (spec.joints_num, 3) or not np.isfinite(offsets).all():
+        raise ValueError(
+            f"offsets must be a finite ({spec.joints_num}, 3) array for {spec.name}, got shape {offsets.shape}; "
+            "measure them on a processed clip with offsets_from_joints(new_joints[0], spec)."
+        )
+    if (np.linalg.norm(offsets[1:], axis=-1) <= 0).any():
+        raise ValueError("offsets: every bone but the root's needs a non-zero length.")
+    return offsets
 
 
 def features_from_joints(
@@ -346,10 +371,11 @@ def features_from_joints(
         joints: raw joint positions, T+1 frames (the last frame only feeds the velocities of row T-1).
         spec: `HUMANML3D` or `KIT_ML`.
         offsets: (J, 3) target skeleton offsets; default: the HumanML3D skeleton (required for KIT-ML).
-        feet_threshold: squared displacement per frame (m^2) under which a foot joint is in contact.
+        feet_threshold: squared displacement per frame under which a foot joint is in contact (default: the
+            dataset's value, 0.002 m^2 for HumanML3D, 0.05 for KIT-ML in its millimetre units).
     """
     joints = _validate_joints(joints, spec)
-    offsets = target_offsets(spec) if offsets is None else np.asarray(offsets, dtype=np.float64)
+    offsets = target_offsets(spec) if offsets is None else _validate_offsets(offsets, spec)
     feet_threshold = spec.feet_threshold if feet_threshold is None else feet_threshold
 
     positions = uniform_skeleton(joints, offsets, spec)
@@ -394,6 +420,12 @@ def features_from_joints(
     features = np.concatenate(
         [root_data, ric_data, rot_data, local_velocity, contacts_left, contacts_right], axis=-1
     )
+    if not np.isfinite(features).all():
+        bad_rows = np.flatnonzero(~np.isfinite(features).all(axis=1))
+        raise ValueError(
+            f"The processing gave NaN features in rows {bad_rows[:10].tolist()}: there the hips and shoulders "
+            f"{spec.face_joints} give no facing direction (their left-right vector is vertical or zero)."
+        )
     return features.astype(np.float32)
 
 
@@ -466,7 +498,15 @@ def rebuild_dropped_frame(features, joints) -> np.ndarray:
     """
     features = np.asarray(features, dtype=np.float64)
     joints = np.asarray(joints, dtype=np.float64)
+    if joints.ndim != 3 or features.ndim != 2 or len(features) != len(joints):
+        raise ValueError(
+            f"Expected features (T, D) and their joints (T, J, 3) with the same T, got {features.shape} and "
+            f"{joints.shape}."
+        )
     joints_num = joints.shape[-2]
+    feature_dim = skeleton_for(joints_num).feature_dim
+    if features.shape[-1] != feature_dim:
+        raise ValueError(f"Features of {joints_num} joints have {feature_dim} dims, got {features.shape[-1]}.")
     root_quat, _ = recover_root_rot_pos(features)
     velocity_start = 4 + (joints_num - 1) * 9
     last_velocity = features[-1, velocity_start : velocity_start + joints_num * 3].reshape(joints_num, 3)

@@ -11,7 +11,9 @@ import pytest
 from moscale.bvh import bvh_to_features
 from moscale.motion import recover_from_ric
 from moscale.synthetic import Action, detect, generate_clip, make_example
-from moscale.synthetic.body import ANKLE_HEIGHT, FOOT, LEFT, RIGHT, TOE_HEIGHT, pose_to_joints
+from moscale.synthetic.body import (
+    ANKLE, ANKLE_HEIGHT, FOOT, HIP, LEFT, LEG_REACH, RIGHT, TOE_HEIGHT, WRIST, pose_to_joints,
+)
 from moscale.synthetic.timeline import Style, Timeline, keyframes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +102,48 @@ def test_a_shallow_knee_bend_is_not_a_squat():
     assert detect(_custom(bob)).counts["squats"] == 0
 
 
+def test_a_deep_lunge_is_not_a_squat():
+    def lunge(timeline):
+        forward = timeline.foot_pos[LEFT] + np.array([0.0, 0.0, 0.75])
+        timeline.move_foot(LEFT, 5, 12, forward, lift=0.08)
+        timeline.add(timeline.dy_N, 17, -0.30 * keyframes([0, 10, 25, 35], [0, 1, 1, 0]))
+        timeline.move_foot(LEFT, 55, 12, forward - np.array([0.0, 0.0, 0.75]), lift=0.08)
+
+    joints = _custom(lunge, 90)
+    # As deep as a squat (hips under 70 % of the leg length above the ankles), but with the feet split.
+    hip_height = (joints[:, HIP, 1] - joints[:, ANKLE, 1]).min(0)
+    assert (hip_height < 0.7 * np.array(LEG_REACH)).all()
+    detection = detect(joints)
+    assert detection.counts["squats"] == detection.counts["jumps"] == detection.counts["kicks"] == 0
+
+
+def test_arms_swinging_below_the_shoulders_are_not_a_wave():
+    def low_swing(timeline):
+        style = timeline.style
+        swing = np.sin(np.linspace(0, 6 * np.pi, 61))
+        held = keyframes([0, 8, 52, 60], [0, 1, 1, 0])
+        abduct = style.arm_abduct + held * (0.4 + 0.4 * swing)
+        timeline.pose_arm(RIGHT, 5, 0.2 * held, abduct, style.elbow_rest + 0.3 * held)
+
+    joints = _custom(low_swing, 90)
+    assert np.ptp(joints[:, WRIST[RIGHT], 0]) > 0.25  # the hand does sweep from side to side
+    detection = detect(joints)
+    assert detection.counts["waves_left"] == detection.counts["waves_right"] == 0
+    assert "raise_arms" not in detection.order
+
+
+def test_a_foot_lifted_and_put_back_is_not_a_step_or_a_kick():
+    def lift_and_replace(timeline):
+        home = timeline.foot_pos[RIGHT].copy()
+        for repeat in range(3):
+            timeline.move_foot(RIGHT, 5 + 20 * repeat, 8, home + np.array([0.0, 0.15, 0.05]))
+            timeline.move_foot(RIGHT, 13 + 20 * repeat, 8, home)
+
+    detection = detect(_custom(lift_and_replace, 90))
+    assert detection.counts["steps"] == detection.counts["kicks"] == detection.counts["jumps"] == 0
+    assert not {"walk", "side_step", "run"} & set(detection.order)
+
+
 def test_rising_onto_the_toes_is_not_a_jump():
     def calf_raise(timeline):
         rise = 0.06 * keyframes([0, 8, 16, 24, 32], [0, 1, 0, 1, 0])
@@ -178,3 +222,5 @@ def test_bad_input_is_refused():
         detect(np.zeros((10, 21, 3)))
     with pytest.raises(ValueError, match="finite"):
         detect(np.full((10, 22, 3), np.nan))
+    with pytest.raises(ValueError, match="positive frame rate"):
+        detect(np.zeros((10, 22, 3)), fps=0)

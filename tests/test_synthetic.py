@@ -7,7 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from moscale.data import load_motion_dataset, parse_caption_line, read_split
+from moscale.data import (
+    MotionCollator, MotionTransform, TransformedMotionDataset, index_motion_folder, load_mean_std, load_motion_dataset,
+    parse_caption_line, read_split,
+)
 from moscale.motion import HUMANML3D, HUMANML3D_BONE_LENGTHS, features_from_joints, recover_from_ric
 from moscale.synthetic import VOCABULARY, Action, caption_line, generate_clip, make_captions, make_example
 from moscale.synthetic.__main__ import main as cli_main
@@ -16,6 +19,8 @@ from moscale.synthetic.body import (
 )
 from moscale.synthetic.generator import MAX_ROWS, MIN_ROWS
 from moscale.synthetic.plausibility import signed_knee_flexion
+from moscale.synthetic.statistics import dataset_statistics
+from moscale.synthetic.statistics import main as statistics_main
 from moscale.synthetic.writer import write_dataset
 
 PARENTS = np.array(HUMANML3D.parents)
@@ -190,7 +195,49 @@ def test_written_folder_loads_and_does_not_depend_on_workers(tmp_path):
     assert np.asarray(dataset[0]["motion"]).shape[1] == 263
 
 
-def test_cli_writes_a_folder_and_refuses_to_overwrite(tmp_path):
+def test_cli_writes_a_folder_that_moscale_data_loads_unchanged(tmp_path):
+    root = tmp_path / "data"
+    cli_main(["--out", str(root), "--num-clips", "8", "--seed", "2", "--workers", "1"])
+    records = {r["id"]: r for r in map(json.loads, (root / "semantics.jsonl").read_text().splitlines())}
+    mean, std = load_mean_std(root, HUMANML3D.feature_dim)
+    transform = MotionTransform(mean, std, random_crop=False, random_caption=False)
+    loaded_ids = []
+    for split in ("train", "val", "test"):
+        index = index_motion_folder(root, split)
+        # No clip is dropped by the HumanML3D length rules, and every caption describes the whole clip.
+        assert index.report.items == index.report.whole_motion_items == index.report.motions_listed > 0
+        dataset = load_motion_dataset(root, split, cache_dir=tmp_path / "cache")
+        for row in dataset.with_format("numpy", columns=["motion"], output_all_columns=True):
+            record = records[row["id"]]
+            assert record["split"] == split and row["length"] == record["num_frames"]
+            np.testing.assert_array_equal(row["motion"], np.load(root / "new_joint_vecs" / f"{row['id']}.npy"))
+            assert list(row["captions"]) == record["captions"]
+            loaded_ids.append(row["id"])
+        batch = MotionCollator()(list(TransformedMotionDataset(dataset, transform)))
+        assert batch["motions"].shape[0] == len(dataset) and np.isfinite(batch["motions"].numpy()).all()
+    assert sorted(loaded_ids) == sorted(records)
+
+
+def test_dataset_statistics_count_what_semantics_holds(tmp_path, capsys):
+    root = write_dataset(tmp_path / "data", 12, seed=4, workers=1, progress=False)
+    records = [json.loads(line) for line in (root / "semantics.jsonl").read_text().splitlines()]
+    figures = dataset_statistics(root)
+    assert figures["clips"] == 12 and figures["captions"] == 36
+    num_actions = [len(r["actions"]) for r in records]
+    assert figures["actions_per_clip"] == {n: num_actions.count(n) / 12 for n in sorted(set(num_actions))}
+    assert sum(figures["action_share"].values()) == pytest.approx(1.0)
+    walks = sum(a["name"] == "walk" for r in records for a in r["actions"]) / sum(num_actions)
+    assert figures["action_share"].get("walk", 0.0) == pytest.approx(walks)
+    assert set(figures["count_share"]) <= {1, 2, 3, 4, 5}
+    assert figures["rows_min"] == min(r["num_frames"] for r in records) >= 40
+    assert figures["distinct_captions"] == len({c for r in records for c in r["captions"]})
+    statistics_main([str(root)])
+    assert "clips: 12" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="semantics.jsonl"):
+        dataset_statistics(tmp_path)
+
+
+def test_cli_refuses_to_overwrite(tmp_path):
     cli_main(["--out", str(tmp_path / "data"), "--num-clips", "3", "--seed", "2", "--workers", "1"])
     assert len(list((tmp_path / "data" / "texts").glob("*.txt"))) == 3
     with pytest.raises(FileExistsError, match="overwrite"):

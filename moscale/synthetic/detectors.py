@@ -137,6 +137,8 @@ class _Motion:
             raise ValueError(f"Expected HumanML3D joints of shape (T, 22, 3), got {tuple(joints.shape)}.")
         if len(joints) < 2 or not np.isfinite(joints).all():
             raise ValueError("Joints need at least 2 frames and finite values.")
+        if not np.isfinite(fps) or fps <= 0:
+            raise ValueError(f"fps must be a positive frame rate (20 for HumanML3D joints), got {fps}.")
         self.fps = fps
         self.joints = joints.copy()
         self.joints[..., 1] -= self.joints[:, [ANKLE[0], ANKLE[1], TOE[0], TOE[1]], 1].min()
