@@ -2,7 +2,8 @@
 """Train the contrastive text-motion evaluator (`moscale.contrastive_evaluator`) on a HumanML3D-layout folder.
 
 Use it for data that has no standard T2M evaluator (the procedural dataset, your own motions): the trained
-evaluator's co-embeddings feed the usual metrics (`examples/evaluate.py --evaluator contrastive:<output_dir>`).
+evaluator's co-embeddings feed the usual metrics
+(`examples/evaluate.py --evaluator contrastive --evaluator_path <output_dir>`).
 
     accelerate launch examples/train_evaluator.py --data_dir data/MyMotions --output_dir evaluators/my_eval \
         --max_train_steps 20000
@@ -59,7 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning_rate", type=float, default=1e-4)
     parser.add_argument("--weight_decay", type=float, default=0.01)
     parser.add_argument("--lr_scheduler", default="cosine")
-    parser.add_argument("--lr_warmup_steps", type=int, default=500)
+    parser.add_argument("--lr_warmup_steps", type=int, default=500, help="At most a tenth of the steps.")
     parser.add_argument("--max_grad_norm", type=float, default=1.0)
     parser.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default="no")
     parser.add_argument("--checkpointing_steps", type=int, default=1000)

@@ -425,8 +425,6 @@ def load_bvh_joints(
     return resample(joints_FK3, motion.fps, fps)
 
 
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # HumanML3D joints -> BVH.
 
@@ -625,6 +623,28 @@ def feature_mean_std(features: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray
     return mean.astype(np.float32), std.astype(np.float32)
 
 
+def skipped_captions(out_dir: str | Path, captions: dict[str, list[tuple[str, float, float]]]) -> list[str]:
+    """The captions of a `build_dataset` folder that the HumanML3D loaders (`moscale.data`) will skip, with why.
+
+    The loaders keep a motion of 40 <= T < 200 frames; a motion outside that range is skipped with all its captions,
+    timed parts included, and a timed part shorter than 40 frames is skipped alone.
+    """
+    from .data import HUMANML3D_FORMAT
+
+    low, high, fps = HUMANML3D_FORMAT.min_length, HUMANML3D_FORMAT.max_length, HUMANML3D_FORMAT.fps
+    skipped = []
+    for name, clip_captions in captions.items():
+        num_frames = len(np.load(Path(out_dir) / "new_joint_vecs" / f"{name}.npy", mmap_mode="r"))
+        for caption, start, end in clip_captions:
+            if not low <= num_frames < high:
+                skipped.append(f"{name} '{caption}' (the motion has {num_frames} frames)")
+            elif (start, end) != (0.0, 0.0):
+                part = len(range(num_frames)[int(start * fps):int(end * fps)])
+                if part < low:
+                    skipped.append(f"{name} '{caption}' (the part has {part} frames)")
+    return skipped
+
+
 def _bvh_files(inputs: list[str | Path]) -> list[Path]:
     files: list[Path] = []
     for item in map(Path, inputs):
@@ -765,16 +785,11 @@ def main(argv: list[str] | None = None) -> None:
                                mapping=args.mapping, scale=args.scale, up_axis=args.up_axis)
         print(f"wrote {args.out}: {len(splits['train'])} train, {len(splits['val'])} val, "
               f"{len(splits['test'])} test clips")
-        outside = []
-        for name, captions in read_captions(args.captions).items():
-            num_frames = len(np.load(Path(args.out) / "new_joint_vecs" / f"{name}.npy"))
-            for caption, start, end in captions:
-                length = int(end * 20) - int(start * 20) if (start, end) != (0.0, 0.0) else num_frames
-                if not 40 <= length < 200:
-                    outside.append(f"{name} '{caption}' ({length} frames)")
-        if outside:
-            print("note: HumanML3D loaders keep motions of 40 to 199 frames (2 to 10 s), so these captions will be "
-                  f"skipped: {'; '.join(outside)}. Give start/end seconds for parts of long clips, or cut them.")
+        skipped = skipped_captions(args.out, read_captions(args.captions))
+        if skipped:
+            print("note: HumanML3D loaders keep motions of 40 to 199 frames (2 to 10 s) and skip a longer or shorter "
+                  f"motion together with its timed parts, so these captions will not be used: {'; '.join(skipped)}. "
+                  "Cut long takes into separate BVH files of 2 to 10 s.")
 
 
 if __name__ == "__main__":

@@ -16,14 +16,14 @@ CAPTIONS = [
 ]
 
 
-def make_motion_folder(root: Path, splits: dict[str, int], seed: int = 0) -> Path:
-    """Writes a HumanML3D-layout folder with ``splits[name]`` motions per split.
+def make_motion_folder(root: Path, splits: dict[str, int], seed: int = 0, feature_dim: int = FEATURE_DIM) -> Path:
+    """Writes a HumanML3D-layout folder with ``splits[name]`` motions of ``feature_dim`` features per split.
 
     Motion i shows caption ``i % 4``: its features are that caption's pattern plus noise, so text and motion
     agree. Lengths vary in [40, 64) frames; the first split item of every 7 also gets a second caption.
     """
     rng = np.random.default_rng(seed)
-    patterns_CD = rng.normal(size=(len(CAPTIONS), FEATURE_DIM)).astype(np.float32)
+    patterns_CD = rng.normal(size=(len(CAPTIONS), feature_dim)).astype(np.float32)
     (root / "new_joint_vecs").mkdir(parents=True)
     (root / "texts").mkdir()
     all_motions = []
@@ -34,7 +34,7 @@ def make_motion_folder(root: Path, splits: dict[str, int], seed: int = 0) -> Pat
             motion_id = f"{index:06d}"
             label = index % len(CAPTIONS)
             frames = int(rng.integers(40, 64))
-            motion = patterns_CD[label] + 0.5 * rng.normal(size=(frames, FEATURE_DIM)).astype(np.float32)
+            motion = patterns_CD[label] + 0.5 * rng.normal(size=(frames, feature_dim)).astype(np.float32)
             np.save(root / "new_joint_vecs" / f"{motion_id}.npy", motion.astype(np.float32))
             caption, tokens = CAPTIONS[label]
             lines = [f"{caption}#{tokens}#0.0#0.0"]
@@ -67,17 +67,27 @@ def tiny_contrastive_config(**overrides):
     return ContrastiveEvaluatorConfig(**settings)
 
 
-def save_tiny_pipeline(path: Path, shared_data: Path, seed: int = 0) -> Path:
-    """A randomly initialised MoScalePipeline with a tiny T5 encoder and the real T5 tokenizer."""
+def save_tiny_pipeline(path: Path, shared_data: Path, seed: int = 0, feature_dim: int = FEATURE_DIM) -> Path:
+    """A randomly initialised MoScalePipeline with a tiny T5 encoder and the real T5 tokenizer.
+
+    ``feature_dim`` 263 makes a HumanML3D pipeline, 251 a KIT-ML one.
+    """
     import torch
     from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
     from moscale.modeling_moscale import MoScaleConfig, MoScaleForTextToMotion
     from moscale.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
+    from moscale.motion import HUMANML3D, KIT_ML
     from moscale.pipeline_moscale import MoScalePipeline
 
+    skeleton = {spec.feature_dim: spec for spec in (HUMANML3D, KIT_ML)}[feature_dim]
     torch.manual_seed(seed)
-    vq_model = MoScaleVQModel(MoScaleVQConfig(code_dim=16, num_codes=32, width=16, depth=1, attention_heads=2))
+    vq_model = MoScaleVQModel(
+        MoScaleVQConfig(
+            motion_dim=feature_dim, code_dim=16, num_codes=32, width=16, depth=1, attention_heads=2,
+            joint_position_dims=(4, 4 + 3 * (skeleton.joints_num - 1)),
+        )
+    )
     # A fresh tokenizer's codebook is all zeros (training seeds it from data); random codes make tokens matter.
     with torch.no_grad():
         vq_model.quantizer.codebook.normal_()
@@ -103,8 +113,35 @@ def save_tiny_pipeline(path: Path, shared_data: Path, seed: int = 0) -> Path:
         transformer=transformer.eval(),
         text_encoder=text_encoder.eval(),
         tokenizer=tokenizer,
-        motion_mean=rng.normal(size=FEATURE_DIM),
-        motion_std=rng.uniform(0.5, 2.0, size=FEATURE_DIM),
+        motion_mean=rng.normal(size=feature_dim),
+        motion_std=rng.uniform(0.5, 2.0, size=feature_dim),
     )
     pipeline.save_pretrained(path)
     return path
+
+
+def save_tiny_t2m_files(root: Path, dataset_folder: str = "humanml3d", feature_dim: int = FEATURE_DIM):
+    """A tiny random T2M evaluator saved as ``root/checkpoint_dir/<dataset_folder>/text_mot_match/model/finest.tar``
+    and GloVe files for the fixture captions' words in ``root/glove``; returns the evaluator, words and vectors."""
+    import pickle
+
+    import torch
+
+    from moscale.evaluator import T2MEvaluator
+
+    torch.manual_seed(0)
+    dataset = "kit-ml" if feature_dim == 251 else "humanml3d"
+    evaluator = T2MEvaluator(dim_pose=feature_dim, dim_word=8, dim_text_hidden=16, dim_motion_hidden=16,
+                             dim_movement_enc_hidden=16, dim_movement_latent=16, dim_coemb_hidden=8,
+                             dataset=dataset)  # fmt: skip
+    checkpoint = root / "checkpoint_dir" / dataset_folder / "text_mot_match" / "model" / "finest.tar"
+    checkpoint.parent.mkdir(parents=True)
+    torch.save({name: getattr(evaluator, name).state_dict() for name in
+                ("movement_encoder", "text_encoder", "motion_encoder")}, checkpoint)  # fmt: skip
+    words = ["sos", "eos", "unk"] + sorted({t.split("/")[0] for _, tokens in CAPTIONS for t in tokens.split()})
+    vectors = np.random.default_rng(0).normal(size=(len(words), 8))
+    (root / "glove").mkdir()
+    np.save(root / "glove" / "our_vab_data.npy", vectors)
+    (root / "glove" / "our_vab_words.pkl").write_bytes(pickle.dumps(words))
+    (root / "glove" / "our_vab_idx.pkl").write_bytes(pickle.dumps({word: i for i, word in enumerate(words)}))
+    return evaluator, words, vectors

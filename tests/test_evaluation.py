@@ -2,7 +2,6 @@
 
 import json
 import os
-import pickle
 import socket
 import subprocess
 import sys
@@ -11,7 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from evaluation_fixtures import CAPTIONS, make_motion_folder, save_tiny_pipeline, tiny_contrastive_config
+from evaluation_fixtures import (
+    CAPTIONS,
+    make_motion_folder,
+    save_tiny_pipeline,
+    save_tiny_t2m_files,
+    tiny_contrastive_config,
+)
 
 import moscale.evaluation as ev
 from moscale.contrastive_evaluator import ContrastiveEvaluatorModel
@@ -23,7 +28,6 @@ SHARED_DATA = Path(os.environ.get("MOSCALE_SHARED_DATA", ROOT.parent / "shared" 
 SCRIPT = ROOT / "examples" / "evaluate.py"
 # 112 test items: 7 batches of 16, more than the 100 pairs Diversity draws.
 NUM_TEST_ITEMS, BATCH_SIZE = 112, 16
-
 
 
 @pytest.fixture(scope="module")
@@ -125,20 +129,7 @@ def test_t2m_co_embedder_keeps_input_order(workspace):
 
 def test_load_t2m_evaluator_from_files(workspace, tmp_path):
     """--evaluator t2m: finest.tar (weights_only) and GloVe files in the standard layout, tiny random weights."""
-    torch.manual_seed(0)
-    evaluator = T2MEvaluator(dim_word=8, dim_text_hidden=16, dim_motion_hidden=16, dim_movement_enc_hidden=16,
-                             dim_movement_latent=16, dim_coemb_hidden=8)  # fmt: skip
-    checkpoint = tmp_path / "checkpoint_dir" / "humanml3d" / "text_mot_match" / "model" / "finest.tar"
-    checkpoint.parent.mkdir(parents=True)
-    torch.save({name: getattr(evaluator, name).state_dict() for name in
-                ("movement_encoder", "text_encoder", "motion_encoder")}, checkpoint)  # fmt: skip
-    words = ["sos", "eos", "unk"] + sorted({t.split("/")[0] for _, tokens in CAPTIONS for t in tokens.split()})
-    vectors = np.random.default_rng(0).normal(size=(len(words), 8))
-    (tmp_path / "glove").mkdir()
-    np.save(tmp_path / "glove" / "our_vab_data.npy", vectors)
-    (tmp_path / "glove" / "our_vab_words.pkl").write_bytes(pickle.dumps(words))
-    (tmp_path / "glove" / "our_vab_idx.pkl").write_bytes(pickle.dumps({word: i for i, word in enumerate(words)}))
-
+    evaluator, words, vectors = save_tiny_t2m_files(tmp_path)
     loaded = ev.load_co_embedder("t2m", str(tmp_path / "checkpoint_dir"), str(tmp_path / "glove"), "humanml3d", "cpu")
     direct = ev.T2MCoEmbedder(evaluator, WordVectorizer(vectors, words, {w: i for i, w in enumerate(words)}))
     data = ev.load_batch(workspace["rows"], np.arange(8), 3, 0, 0)
@@ -277,3 +268,25 @@ def test_every_dataset_format_has_protocol_defaults_and_evaluator_files():
     for name, folder_format in FOLDER_FORMATS.items():
         mean, std = load_evaluator_stats(name)
         assert mean.shape == std.shape == (folder_format.feature_dim,)
+
+
+def test_kit_ml_end_to_end_with_the_t2m_evaluator(tmp_path):
+    """--dataset_format kit-ml: 251-dim motions, guidance 3, the kit/ evaluator folder and statistics, KIT-ML row."""
+    data = make_motion_folder(tmp_path / "kit", {"test": NUM_TEST_ITEMS}, feature_dim=251)
+    save_tiny_pipeline(tmp_path / "pipeline", SHARED_DATA, feature_dim=251)
+    save_tiny_t2m_files(tmp_path, dataset_folder="kit", feature_dim=251)
+    arguments = [
+        "--pipeline", str(tmp_path / "pipeline"), "--data_dir", str(data), "--dataset_format", "kit-ml",
+        "--cache_dir", str(tmp_path / "cache"), "--evaluator", "t2m",
+        "--evaluator_path", str(tmp_path / "checkpoint_dir"), "--glove_path", str(tmp_path / "glove"),
+        "--output_dir", str(tmp_path / "out"), "--seed", "3", "--repeats", "1", "--batch_size", str(BATCH_SIZE),
+        "--refinement_steps", "1", "1", "1", "1", "--no_multimodality", "--cpu",
+    ]  # fmt: skip
+    ev.main(ev.parse_args(arguments))
+    results, table = _outputs(tmp_path / "out")
+    assert results["dataset_format"] == "kit-ml" and results["settings"]["guidance_scale"] == 3.0
+    assert results["paper"] == ev.PAPER_RESULTS["kit-ml"]
+    assert results["items_evaluated_per_repeat"] == NUM_TEST_ITEMS
+    repeat = results["repeats"][0]
+    assert 0 <= repeat["top1"] <= repeat["top3"] <= 1 and repeat["fid"] > 0 and "multimodality" not in repeat
+    assert "| R-precision Top-1 ↑ | 0.442 |" in table and "| FID ↓ | 0.173 |" in table
