@@ -446,7 +446,8 @@ def load_motion_dataset(
             cache_dir=None if cache_dir is None else str(cache_dir),
             keep_in_memory=keep_in_memory,
             num_proc=num_proc,
-            split=NamedSplit(split),
+            # datasets reserves "all" for the union of splits; HumanML3D's all.txt is a plain list of ids.
+            split=NamedSplit("all_ids" if split == "all" else split),
             fingerprint=fingerprint,
         )
     except DatasetGenerationError as error:

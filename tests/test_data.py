@@ -143,6 +143,16 @@ def test_kit_ml_format(tmp_path):
         index_motion_folder(root, "train", HUMANML3D_FORMAT)
 
 
+def test_the_all_split_loads(tmp_path):
+    # HumanML3D ships all.txt, and `moscale bvh build-dataset` writes one; datasets reserves the name "all".
+    root = make_folder(tmp_path / "data", {"000001": motion(60), "000002": motion(80)}, {}, split="all")
+    for motion_id in ("000001", "000002"):
+        (root / "texts" / f"{motion_id}.txt").write_text(WHOLE)
+    dataset = load(root, tmp_path, split="all")
+    assert sorted(dataset["id"]) == ["000001", "000002"]
+    assert sorted(row["id"] for row in load(root, tmp_path, split="all", streaming=True)) == ["000001", "000002"]
+
+
 # ---------------------------------------------------------------- bad folders and files
 
 
