@@ -239,6 +239,17 @@ def quaternion_to_cont6d(q):
 # Kinematics.
 
 
+def _unit_facing(vectors_T3: np.ndarray, spec: SkeletonSpec) -> np.ndarray:
+    norms_T1 = np.linalg.norm(vectors_T3, axis=-1, keepdims=True)
+    degenerate = np.flatnonzero(norms_T1[:, 0] < 1e-12)
+    if len(degenerate):
+        raise ValueError(
+            f"The hips and shoulders {spec.face_joints} give no facing direction in frames "
+            f"{degenerate[:10].tolist()} (their left-right vector is vertical or zero): check the joint order."
+        )
+    return vectors_T3 / norms_T1
+
+
 def inverse_kinematics(
     joints_TJ3: np.ndarray, spec: SkeletonSpec = HUMANML3D, smooth_forward: bool = True
 ) -> np.ndarray:
@@ -257,11 +268,11 @@ def inverse_kinematics(
     across_T3 = (joints_TJ3[:, second_hip] - joints_TJ3[:, first_hip]) + (
         joints_TJ3[:, right_shoulder] - joints_TJ3[:, left_shoulder]
     )
-    across_T3 = across_T3 / np.linalg.norm(across_T3, axis=-1, keepdims=True)
+    across_T3 = _unit_facing(across_T3, spec)
     forward_T3 = np.cross(np.array([[0.0, 1.0, 0.0]]), across_T3, axis=-1)
     if smooth_forward:
         forward_T3 = gaussian_filter1d(forward_T3, 20, axis=0, mode="nearest")
-    forward_T3 = forward_T3 / np.linalg.norm(forward_T3, axis=-1, keepdims=True)
+    forward_T3 = _unit_facing(forward_T3, spec)
 
     num_frames = len(joints_TJ3)
     root_quat_T4 = qbetween(forward_T3, np.tile([[0.0, 0.0, 1.0]], (num_frames, 1)))
@@ -423,8 +434,8 @@ def features_from_joints(
     if not np.isfinite(features).all():
         bad_rows = np.flatnonzero(~np.isfinite(features).all(axis=1))
         raise ValueError(
-            f"The processing gave NaN features in rows {bad_rows[:10].tolist()}: there the hips and shoulders "
-            f"{spec.face_joints} give no facing direction (their left-right vector is vertical or zero)."
+            f"The processing gave NaN features in rows {bad_rows[:10].tolist()}: the joints of those frames make "
+            "a degenerate pose (e.g. bones of zero length or exactly opposite to the rest pose); check the input."
         )
     return features.astype(np.float32)
 
