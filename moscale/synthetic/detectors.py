@@ -13,12 +13,13 @@ a step is a foot that leaves the floor and lands past the other foot; a turn is 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import find_peaks
 
+from .actions import Action
 from .body import (
     ANKLE, ELBOW, HEAD, HIP, KNEE, L_HIP, L_SHOULDER, PELVIS, R_HIP, R_SHOULDER, SHOULDER, SIDE_NAMES, TOE, WRIST,
 )
@@ -45,21 +46,10 @@ BOUT_GAP_SECONDS = 1.0
 
 
 @dataclass
-class DetectedAction:
-    """One detected action; the fields mean what they mean in `moscale.synthetic.actions.Action`."""
+class DetectedAction(Action):
+    """One detected action: the fields of `Action`, plus the measured turn in degrees."""
 
-    name: str
-    direction: str | None = None
-    side: str | None = None
-    count: int | None = None
-    angle: int | None = None
-    start: int = 0
-    end: int = 0
-    distance: float | None = None
     degrees: float | None = None
-
-    def to_dict(self) -> dict:
-        return {key: value for key, value in asdict(self).items() if value is not None}
 
     def key(self) -> tuple:
         """What must match the ground truth: name, direction, side, count and (for turns) the angle."""
