@@ -1,5 +1,4 @@
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,8 +23,7 @@ from moscale.bvh import (
 )
 from moscale.motion import features_from_joints, recover_from_ric
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MOSCALE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+from shared_data import SHARED_DATA as DATA
 BVH_DIR = DATA / "bvh"
 SAMPLE = DATA / "humanml3d_sample"
 SHARED_FILES = {  # name: (file fps, frames at 20 fps, detected mapping)

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from transformers import AutoModel
 
 from moscale.contrastive_evaluator import ContrastiveEvaluatorModel, build_vocabulary, split_words
 
-ROOT = Path(__file__).resolve().parents[1]
+from shared_data import ROOT
 
 
 def _batch(num_items: int = 8, seed: int = 0):

@@ -1,5 +1,4 @@
 import json
-import os
 import re
 from pathlib import Path
 
@@ -11,8 +10,7 @@ from moscale.convert_original_checkpoint import ConversionError, convert_origina
 from moscale.modeling_moscale import MoScaleForTextToMotion
 from moscale.modeling_moscale_vq import MoScaleVQModel
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = Path(os.environ.get("MOSCALE_PARITY_FIXTURE", ROOT.parent / "shared" / "data" / "parity" / "fixture_a"))
+from shared_data import PARITY_FIXTURE as FIXTURE
 
 
 @pytest.fixture(scope="module")

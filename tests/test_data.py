@@ -23,9 +23,10 @@ from moscale.data import (
     parse_caption_line,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = Path(os.environ.get("MOSCALE_HUMANML3D_SAMPLE", ROOT.parent / "shared" / "data" / "humanml3d_sample"))
-EVALUATOR_META = ROOT.parent / "shared" / "data" / "t2m_evaluator_meta"
+from shared_data import HUMANML3D_SAMPLE as SAMPLE
+from shared_data import SHARED_DATA
+
+EVALUATOR_META = SHARED_DATA / "t2m_evaluator_meta"
 
 WHOLE = "a person walks forward#a/DET person/NOUN walk/VERB forward/ADV#0.0#0.0"
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +14,7 @@ from moscale.synthetic.body import (
 )
 from moscale.synthetic.timeline import Style, Timeline, keyframes
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("MOSCALE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+from shared_data import SHARED_DATA
 REAL_CLIP = SHARED_DATA / "humanml3d_sample" / "new_joints" / "012314.npy"
 BVH = SHARED_DATA / "bvh"
 

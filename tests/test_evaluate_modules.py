@@ -3,25 +3,19 @@
 The reference folder is `../shared/data/metrics_reference` beside the repository, or MOSCALE_METRICS_FIXTURE.
 """
 
-import json
-import os
-from pathlib import Path
 
 import evaluate
 import numpy as np
 import pytest
-from safetensors.numpy import load_file
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = Path(os.environ.get("MOSCALE_METRICS_FIXTURE", ROOT.parent / "shared" / "data" / "metrics_reference"))
+from shared_data import ROOT, load_metrics_case
+
 RTOL = 1e-6
 
 
 @pytest.fixture(scope="module")
 def case():
-    if not (FIXTURE / "case.safetensors").is_file():
-        pytest.fail(f"Metrics reference folder not found at {FIXTURE} (set MOSCALE_METRICS_FIXTURE).")
-    return load_file(FIXTURE / "case.safetensors"), json.loads((FIXTURE / "meta.json").read_text())
+    return load_metrics_case()
 
 
 def load(name: str) -> evaluate.EvaluationModule:

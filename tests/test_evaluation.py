@@ -5,7 +5,6 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,8 +22,7 @@ from moscale.contrastive_evaluator import ContrastiveEvaluatorModel
 from moscale.data import load_motion_dataset
 from moscale.evaluator import T2MEvaluator, WordVectorizer
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("MOSCALE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+from shared_data import ROOT, SHARED_DATA
 SCRIPT = ROOT / "examples" / "evaluate.py"
 # 112 test items: 7 batches of 16, more than the 100 pairs Diversity draws.
 NUM_TEST_ITEMS, BATCH_SIZE = 112, 16

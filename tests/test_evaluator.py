@@ -4,29 +4,25 @@ The folder is `../shared/data/metrics_reference` beside the repository, or MOSCA
 `humanml3d/text_mot_match/model/finest.tar` is a random-weight checkpoint with the real layout.
 """
 
-import json
-import os
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from moscale import evaluator as ev
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
-FIXTURE = Path(os.environ.get("MOSCALE_METRICS_FIXTURE", SHARED / "metrics_reference"))
+from shared_data import METRICS_FIXTURE as FIXTURE
+from shared_data import SHARED_DATA as SHARED
+from shared_data import load_metrics_case
+
 RTOL = 1e-6
 
 
 @pytest.fixture(scope="module")
 def case():
-    if not (FIXTURE / "case.safetensors").is_file():
-        pytest.fail(f"Metrics reference folder not found at {FIXTURE} (set MOSCALE_METRICS_FIXTURE).")
-    return load_file(FIXTURE / "case.safetensors"), json.loads((FIXTURE / "meta.json").read_text())
+    return load_metrics_case(as_torch=True)
 
 
 @pytest.fixture(scope="module")

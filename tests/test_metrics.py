@@ -4,30 +4,22 @@ The reference folder (README.md, meta.json, case.safetensors) is `../shared/data
 repository, or the folder named by MOSCALE_METRICS_FIXTURE. Sizes and seeds are read from the case itself.
 """
 
-import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.numpy import load_file
 from scipy import linalg
 
 from moscale import metrics
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = Path(os.environ.get("MOSCALE_METRICS_FIXTURE", ROOT.parent / "shared" / "data" / "metrics_reference"))
+from shared_data import load_metrics_case
+
 RTOL = 1e-6
 
 
 @pytest.fixture(scope="module")
 def case():
-    if not (FIXTURE / "case.safetensors").is_file():
-        pytest.fail(f"Metrics reference folder not found at {FIXTURE} (set MOSCALE_METRICS_FIXTURE).")
-    tensors = load_file(FIXTURE / "case.safetensors")
-    meta = json.loads((FIXTURE / "meta.json").read_text())
-    return tensors, meta
+    return load_metrics_case()
 
 
 def assert_rel(actual, expected, rtol=RTOL):

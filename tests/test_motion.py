@@ -4,8 +4,6 @@ The sample folder comes from MOSCALE_HUMANML3D_SAMPLE (default: the shared Human
 in its new_joint_vecs/ is checked, so the same tests can be pointed at a full HumanML3D download.
 """
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,8 +23,7 @@ from moscale.motion import (
     target_offsets,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_DIR = Path(os.environ.get("MOSCALE_HUMANML3D_SAMPLE", ROOT.parent / "shared" / "data" / "humanml3d_sample"))
+from shared_data import HUMANML3D_SAMPLE as SAMPLE_DIR
 CLIP_IDS = sorted(path.stem for path in (SAMPLE_DIR / "new_joint_vecs").glob("*.npy"))
 
 # Max abs error allowed per part of the 263 dims when re-processing a released clip (contacts must be identical).

@@ -8,10 +8,8 @@ checkpoints are converted with our converter; the worst error of every check is 
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,8 +19,7 @@ from moscale.convert_original_checkpoint import convert_original_checkpoint
 from moscale.modeling_moscale import MoScaleForTextToMotion, scale_normalized_rope_angles
 from moscale.modeling_moscale_vq import MoScaleVQModel
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = Path(os.environ.get("MOSCALE_PARITY_FIXTURE", ROOT.parent / "shared" / "data" / "parity" / "fixture_a"))
+from shared_data import PARITY_FIXTURE as FIXTURE
 BRIEF_LIMIT = 1e-4  # the bound on any transformer float difference
 
 

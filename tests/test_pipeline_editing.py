@@ -14,8 +14,7 @@ import torch
 from moscale.motion import recover_from_ric
 from moscale.sampling import edit_token_masks, seam_blend_weights
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from shared_data import SHARED_DATA as DATA
 CLIP = DATA / "humanml3d_sample" / "new_joint_vecs" / "012314.npy"
 FPS = 20
 

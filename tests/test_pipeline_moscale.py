@@ -4,7 +4,6 @@ import base64
 import io
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +15,7 @@ from moscale.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
 from moscale.pipeline_moscale import MoScalePipeline, MoScalePipelineOutput
 from moscale.sampling import cfg_weight, num_tokens_to_mask, sample_tokens, top_k_top_p_filter
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+from shared_data import SHARED_DATA as DATA
 PROMPTS = ["a person jumps twice", "someone walks in a circle"]
 
 

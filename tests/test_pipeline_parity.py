@@ -7,8 +7,6 @@ the fixture's own files.
 """
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +15,7 @@ from safetensors.torch import load_file
 from moscale.convert_original_checkpoint import convert_original_checkpoint
 from moscale.pipeline_moscale import MoScalePipeline
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURE = Path(os.environ.get("MOSCALE_PARITY_FIXTURE", ROOT.parent / "shared" / "data" / "parity" / "fixture_a"))
+from shared_data import PARITY_FIXTURE as FIXTURE
 
 if not (FIXTURE / "meta.json").is_file():
     pytest.skip(f"parity fixture not found at {FIXTURE} (set MOSCALE_PARITY_FIXTURE)", allow_module_level=True)

@@ -1,5 +1,3 @@
-import os
-from pathlib import Path
 
 import imageio.v2 as imageio
 import imageio_ffmpeg
@@ -9,8 +7,7 @@ import pytest
 from moscale.motion import features_from_joints, recover_from_ric
 from moscale.render import as_joints, main, render_animation, render_keyframes
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MOSCALE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+from shared_data import SHARED_DATA as DATA
 CLIP = DATA / "humanml3d_sample" / "new_joints" / "012314.npy"
 
 RED, BLUE = np.array([214, 39, 40]), np.array([31, 119, 180])  # right and left side of the body

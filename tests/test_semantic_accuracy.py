@@ -1,7 +1,6 @@
 """Semantic accuracy from the procedural dataset's detectors, alone and inside the evaluation protocol."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,6 @@ from moscale.semantic_accuracy import (
 )
 from moscale.synthetic import write_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
 
 WAVE = {"name": "wave", "side": "left", "count": 2}
 WALK = {"name": "walk", "direction": "forward", "count": 3}
