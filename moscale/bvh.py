@@ -26,6 +26,7 @@ from scipy.spatial.transform import Rotation
 from .motion import (
     HUMANML3D,
     HUMANML3D_BONE_LENGTHS,
+    average_std_within_groups,
     features_from_joints,
     qbetween,
     quaternion_to_matrix,
@@ -611,12 +612,7 @@ def feature_mean_std(features: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray
     within each feature group (root rotation velocity, root xz velocity, root height, positions, rotations,
     velocities, foot contacts), so that normalisation keeps each group's internal proportions."""
     stacked = np.concatenate(features, axis=0).astype(np.float64)
-    mean, std = stacked.mean(axis=0), stacked.std(axis=0)
-    joints = HUMANML3D.joints_num
-    bounds = [0, 1, 3, 4, 4 + (joints - 1) * 3, 4 + (joints - 1) * 9, 4 + (joints - 1) * 9 + joints * 3,
-              HUMANML3D.feature_dim]
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        std[start:stop] = std[start:stop].mean()
+    mean, std = stacked.mean(axis=0), average_std_within_groups(stacked.std(axis=0))
     if (std == 0).any():
         raise ValueError("a feature group has zero variance over the whole dataset (too few or static clips): "
                          "add more motion before training")

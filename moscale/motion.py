@@ -30,6 +30,7 @@ __all__ = [
     "HUMANML3D_BONE_LENGTHS",
     "KIT_ML",
     "SkeletonSpec",
+    "average_std_within_groups",
     "features_from_joints",
     "forward_kinematics",
     "inverse_kinematics",
@@ -76,6 +77,16 @@ class SkeletonSpec:
     @property
     def raw_offsets_array(self) -> np.ndarray:
         return np.asarray(self.raw_offsets, dtype=np.float64)
+
+    @property
+    def feature_groups(self) -> tuple[slice, ...]:
+        """The column ranges of the layout: root rotation velocity, root xz velocity, root height, root-relative
+        positions, 6D rotations, local velocities, foot contacts."""
+        positions = 4 + (self.joints_num - 1) * 3
+        rotations = positions + (self.joints_num - 1) * 6
+        velocities = rotations + self.joints_num * 3
+        bounds = (0, 1, 3, 4, positions, rotations, velocities, self.feature_dim)
+        return tuple(slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:]))
 
 
 HUMANML3D = SkeletonSpec(
@@ -125,6 +136,15 @@ HUMANML3D_BONE_LENGTHS = np.array(
     ],
     dtype=np.float64,
 )
+
+
+def average_std_within_groups(std: np.ndarray, spec: SkeletonSpec = HUMANML3D) -> np.ndarray:
+    """The dataset standard deviation as HumanML3D's Std.npy holds it: averaged within each feature group, so that
+    normalising keeps every group's internal proportions."""
+    std = np.array(std, dtype=np.float64)
+    for group in spec.feature_groups:
+        std[group] = std[group].mean()
+    return std
 
 
 def skeleton_for(joints_num: int) -> SkeletonSpec:

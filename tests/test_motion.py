@@ -11,6 +11,7 @@ import torch
 
 from moscale.motion import (
     HUMANML3D,
+    average_std_within_groups,
     HUMANML3D_BONE_LENGTHS,
     KIT_ML,
     features_from_joints,
@@ -184,3 +185,21 @@ def test_bad_inputs_give_clear_errors():
         skeleton_for(24)
     with pytest.raises(ValueError, match="No built-in target skeleton"):
         target_offsets(KIT_ML)
+
+
+@pytest.mark.parametrize("spec", [HUMANML3D, KIT_ML], ids=lambda spec: spec.name)
+def test_feature_groups_tile_the_layout(spec):
+    groups = spec.feature_groups
+    sizes = [group.stop - group.start for group in groups]
+    joints = spec.joints_num
+    assert sizes == [1, 2, 1, (joints - 1) * 3, (joints - 1) * 6, joints * 3, 4]
+    assert groups[0].start == 0 and groups[-1].stop == spec.feature_dim
+    assert all(a.stop == b.start for a, b in zip(groups[:-1], groups[1:]))
+
+
+def test_std_is_averaged_within_each_group():
+    std = np.random.default_rng(0).uniform(0.1, 2.0, HUMANML3D.feature_dim)
+    averaged = average_std_within_groups(std)
+    for group in HUMANML3D.feature_groups:
+        np.testing.assert_allclose(averaged[group], std[group].mean())
+    assert not np.shares_memory(averaged, std)

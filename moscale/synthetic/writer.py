@@ -23,18 +23,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..motion import HUMANML3D, features_from_joints, recover_from_ric
+from ..motion import HUMANML3D, average_std_within_groups, features_from_joints, recover_from_ric
 from .captions import caption_line, make_captions
 from .generator import generate_clip
 
 SPLIT_FRACTIONS = {"train": 0.80, "val": 0.05, "test": 0.15}
-# Feature groups of the 263-dim layout whose standard deviations the HumanML3D statistics average.
-_J = HUMANML3D.joints_num
-FEATURE_GROUPS = (
-    slice(0, 1), slice(1, 3), slice(3, 4), slice(4, 4 + (_J - 1) * 3), slice(4 + (_J - 1) * 3, 4 + (_J - 1) * 9),
-    slice(4 + (_J - 1) * 9, 4 + (_J - 1) * 9 + _J * 3), slice(4 + (_J - 1) * 9 + _J * 3, HUMANML3D.feature_dim),
-)
-
 
 @dataclass
 class SyntheticExample:
@@ -138,9 +131,7 @@ def write_dataset(out: str | os.PathLike, num_clips: int, seed: int = 0, workers
             pool.join()
 
     mean = train_sum / train_rows
-    std = np.sqrt(np.maximum(train_square / train_rows - mean**2, 0.0))
-    for group in FEATURE_GROUPS:
-        std[group] = std[group].mean()
+    std = average_std_within_groups(np.sqrt(np.maximum(train_square / train_rows - mean**2, 0.0)))
     np.save(root / "Mean.npy", mean.astype(np.float32))
     np.save(root / "Std.npy", np.maximum(std, 1e-6).astype(np.float32))
     for split in SPLIT_FRACTIONS:
