@@ -57,7 +57,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
         prompts,
         num_frames=args.num_frames,
         guidance_scale=args.guidance_scale,
-        refinement_steps=tuple(args.refinement_steps),
+        refinement_steps=args.refinement_steps,
         generator=generator,
         output_type="np",
     )
@@ -108,7 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt", nargs="+", help="one or more captions; each gives one motion")
     gen.add_argument("--num-frames", type=int, default=None, help="frames per motion (multiple of 4, 40..196)")
     gen.add_argument("--guidance-scale", type=float, default=5.0)
-    gen.add_argument("--refinement-steps", type=int, nargs="+", default=[1, 2, 5, 10])
+    gen.add_argument(
+        "--refinement-steps", type=int, nargs="+", default=None,
+        help="steps per scale, coarse to fine (default: the transformer's own, (1, 2, 5, 10) for the paper's model)",
+    )
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--device", default="cpu")
     gen.add_argument("--out-dir", default="outputs")
@@ -116,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(handler=generate)
 
+    # Listed for `moscale --help` only: `main` hands these subcommands to their modules before parsing.
     for name, (_, _, help_text) in DELEGATED.items():
         sub = commands.add_parser(name, help=help_text, add_help=False)
         sub.add_argument("rest", nargs=argparse.REMAINDER)
