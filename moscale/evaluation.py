@@ -575,7 +575,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--batch_size", type=int, default=PROTOCOL_BATCH_SIZE, help="R-precision gallery size.")
     parser.add_argument("--guidance_scale", type=float, default=None, help="Default: 5 (HumanML3D), 3 (KIT-ML).")
-    parser.add_argument("--refinement_steps", type=int, nargs="+", default=[1, 2, 5, 10])
+    parser.add_argument(
+        "--refinement_steps", type=int, nargs="+", default=None,
+        help="Steps per scale, coarse to fine (default: the transformer's own, (1, 2, 5, 10) for the paper's model).",
+    )
     parser.add_argument("--no_multimodality", action="store_true", help="Skip the 30-generation MultiModality runs.")
     parser.add_argument("--multimodality_batches", type=int, default=3)
     parser.add_argument("--multimodality_generations", type=int, default=30)
@@ -608,24 +611,24 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = args.tf32 == "on"
     dtype = getattr(torch, args.dtype)
     guidance = args.guidance_scale if args.guidance_scale is not None else DEFAULT_GUIDANCE[args.dataset_format]
-    settings = ProtocolSettings(
-        seed=args.seed,
-        repeats=args.repeats,
-        batch_size=args.batch_size,
-        guidance_scale=guidance,
-        refinement_steps=tuple(args.refinement_steps),
-        multimodality=not args.no_multimodality,
-        multimodality_batches=args.multimodality_batches,
-        multimodality_generations=args.multimodality_generations,
-        generated_padding=args.generated_padding,
-    )
-
     with accelerator.main_process_first():
         rows = load_motion_dataset(args.data_dir, args.split, args.dataset_format, cache_dir=args.cache_dir)
     rows = rows.with_format("numpy", columns=["motion"], output_all_columns=True)
     pipeline = load_pipeline(args.pipeline, dtype, args.dataset_format, args.text_encoder).to(accelerator.device)
     pipeline.set_progress_bar_config(disable=True)
     allow_evaluation_lengths(pipeline, int(min(rows["length"])))
+    settings = ProtocolSettings(
+        seed=args.seed,
+        repeats=args.repeats,
+        batch_size=args.batch_size,
+        guidance_scale=guidance,
+        refinement_steps=tuple(args.refinement_steps or pipeline.transformer.config.sample_steps_per_scale),
+        multimodality=not args.no_multimodality,
+        multimodality_batches=args.multimodality_batches,
+        multimodality_generations=args.multimodality_generations,
+        generated_padding=args.generated_padding,
+    )
+
     embed = load_co_embedder(
         args.evaluator, args.evaluator_path, args.glove_path, args.dataset_format, accelerator.device
     )

@@ -101,6 +101,7 @@ def save_tiny_pipeline(path: Path, shared_data: Path, seed: int = 0, feature_dim
             num_attention_heads=2,
             text_dim=16,
             text_pool_head_dim=8,
+            sample_steps_per_scale=(1, 1, 1, 1),
         )
     )
     tokenizer = AutoTokenizer.from_pretrained(shared_data / "t5_small_tokenizer")
