@@ -122,10 +122,14 @@ def main() -> None:
         print(f"| {name} | {ok / total:.1%} | {total} |")
     print(f"false detections (absent action reported): {figures['false_detections'] or 'none'}")
     print(f"missed actions: {figures['missed'] or 'none'}")
-    print(f"travel distance relative error: median {figures['distance_relative_error_median']:.3f}, "
-          f"95th percentile {figures['distance_relative_error_p95']:.3f}")
-    print(f"turn angle error (degrees): median {figures['turn_error_degrees_median']:.1f}, "
-          f"max {figures['turn_error_degrees_max']:.1f}")
+    print(
+        f"travel distance relative error: median {figures['distance_relative_error_median']:.3f}, "
+        f"95th percentile {figures['distance_relative_error_p95']:.3f}"
+    )
+    print(
+        f"turn angle error (degrees): median {figures['turn_error_degrees_median']:.1f}, "
+        f"max {figures['turn_error_degrees_max']:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train the contrastive text-motion evaluator (`moscale.contrastive_evaluator`) on a HumanML3D-layout folder.
+"""Train the contrastive text-motion evaluator (`moscale.evaluation.contrastive_evaluator`) on a HumanML3D-layout folder.
 
 Use it for data that has no standard T2M evaluator (the procedural dataset, your own motions): the trained
 evaluator's co-embeddings feed the usual metrics
@@ -30,8 +30,13 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from moscale.contrastive_evaluator import ContrastiveEvaluatorConfig, ContrastiveEvaluatorModel, build_vocabulary
-from moscale.data import (
+from moscale.evaluation.contrastive_evaluator import (
+    ContrastiveEvaluatorConfig,
+    ContrastiveEvaluatorModel,
+    build_vocabulary,
+)
+from moscale.evaluation.metrics import PROTOCOL_BATCH_SIZE, matching_score, r_precision
+from moscale.motion.data import (
     FOLDER_FORMATS,
     MotionCollator,
     MotionTransform,
@@ -39,7 +44,6 @@ from moscale.data import (
     load_mean_std,
     load_motion_dataset,
 )
-from moscale.metrics import PROTOCOL_BATCH_SIZE, matching_score, r_precision
 
 logger = logging.getLogger(__name__)
 
@@ -163,9 +167,7 @@ def main(args: argparse.Namespace) -> dict:
     model.set_feature_statistics(mean, std)
 
     # The evaluator normalises motions itself, so the loader hands over raw features (identity statistics).
-    transform = MotionTransform(
-        np.zeros(folder_format.feature_dim), np.ones(folder_format.feature_dim), seed=args.seed
-    )
+    transform = MotionTransform(np.zeros(folder_format.feature_dim), np.ones(folder_format.feature_dim), seed=args.seed)
     train_loader = DataLoader(
         TransformedMotionDataset(train_set, transform),
         batch_size=args.train_batch_size,

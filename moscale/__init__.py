@@ -4,10 +4,14 @@ Importing the package registers its configs and models with transformers' `AutoC
 loads on first use (`from moscale import MoScalePipeline`), so that only code that samples imports diffusers.
 """
 
-from .contrastive_evaluator import ContrastiveEvaluatorConfig, ContrastiveEvaluatorModel
-from .length_estimator import MoScaleLengthEstimator, MoScaleLengthEstimatorConfig, MoScaleLengthEstimatorOutput
-from .modeling_moscale import MoScaleConfig, MoScaleForTextToMotion
-from .modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
+from moscale.evaluation.contrastive_evaluator import ContrastiveEvaluatorConfig, ContrastiveEvaluatorModel
+from moscale.models.modeling_length_estimator import (
+    MoScaleLengthEstimator,
+    MoScaleLengthEstimatorConfig,
+    MoScaleLengthEstimatorOutput,
+)
+from moscale.models.modeling_moscale import MoScaleConfig, MoScaleForTextToMotion
+from moscale.models.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
 
 __version__ = "0.1.0.dev0"
 
@@ -30,7 +34,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name in _PIPELINE_NAMES:
-        from . import pipeline_moscale
+        import moscale.pipelines.pipeline_moscale as pipeline_moscale
 
         return getattr(pipeline_moscale, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,10 +1,10 @@
 """The `moscale` command: text to motion files, plus the package's other command-line tools under one name.
 
-    moscale generate PIPELINE "a person jumps twice" --out-dir outputs --formats npy,bvh,gif
-    moscale convert --vq-checkpoint ... --output-dir DIR      (python -m moscale.convert_original_checkpoint)
-    moscale bvh {import,export,build-dataset} ...             (python -m moscale.bvh)
-    moscale render ...                                        (python -m moscale.render)
-    moscale evaluate --pipeline ... --data_dir ...            (python -m moscale.evaluation)
+moscale generate PIPELINE "a person jumps twice" --out-dir outputs --formats npy,bvh,gif
+moscale convert --vq-checkpoint ... --output-dir DIR      (python -m moscale.models.convert_original_checkpoint)
+moscale bvh {import,export,build-dataset} ...             (python -m moscale.motion.bvh)
+moscale render ...                                        (python -m moscale.motion.render)
+moscale evaluate --pipeline ... --data_dir ...            (python -m moscale.evaluation.protocol)
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ OUTPUT_FORMATS = ("npy", "bvh", "gif", "mp4")
 
 # Subcommands that hand their arguments to another module's command-line function: (module, function, help).
 DELEGATED = {
-    "convert": ("moscale.convert_original_checkpoint", "main", "convert the authors' checkpoints"),
-    "bvh": ("moscale.bvh", "main", "BVH import, export, and training folders from BVH files"),
-    "render": ("moscale.render", "main", "render motions to GIF, MP4 or a PNG strip of key frames"),
-    "evaluate": ("moscale.evaluation", "command_line", "the paper's evaluation protocol for a pipeline"),
+    "convert": ("moscale.models.convert_original_checkpoint", "main", "convert the authors' checkpoints"),
+    "bvh": ("moscale.motion.bvh", "main", "BVH import, export, and training folders from BVH files"),
+    "render": ("moscale.motion.render", "main", "render motions to GIF, MP4 or a PNG strip of key frames"),
+    "evaluate": ("moscale.evaluation.protocol", "command_line", "the paper's evaluation protocol for a pipeline"),
 }
 
 
@@ -46,7 +46,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
     import numpy as np
     import torch
 
-    from .pipeline_moscale import MoScalePipeline
+    from moscale.pipelines.pipeline_moscale import MoScalePipeline
 
     prompts = args.prompt
     pipe = MoScalePipeline.from_pretrained(args.pipeline)
@@ -83,13 +83,13 @@ def generate(args: argparse.Namespace) -> list[Path]:
                 np.save(f"{stem}_joints.npy", joints)
                 written.append(Path(f"{stem}_joints.npy"))
         if "bvh" in args.formats:
-            from .bvh import joints_to_bvh
+            from moscale.motion.bvh import joints_to_bvh
 
             joints_to_bvh(joints, f"{stem}.bvh", fps=pipe.fps)
             written.append(Path(f"{stem}.bvh"))
         for suffix in ("gif", "mp4"):
             if suffix in args.formats:
-                from .render import render_animation
+                from moscale.motion.render import render_animation
 
                 written.append(render_animation(joints, f"{stem}.{suffix}", captions=prompt, fps=pipe.fps))
         summary.append({"prompt": prompt, "frames": length, "seconds": length / pipe.fps})
@@ -109,7 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--num-frames", type=int, default=None, help="frames per motion (multiple of 4, 40..196)")
     gen.add_argument("--guidance-scale", type=float, default=5.0)
     gen.add_argument(
-        "--refinement-steps", type=int, nargs="+", default=None,
+        "--refinement-steps",
+        type=int,
+        nargs="+",
+        default=None,
         help="steps per scale, coarse to fine (default: the transformer's own, (1, 2, 5, 10) for the paper's model)",
     )
     gen.add_argument("--seed", type=int, default=0)

@@ -52,7 +52,7 @@ def make_motion_folder(root: Path, splits: dict[str, int], seed: int = 0, featur
 
 
 def tiny_contrastive_config(**overrides):
-    from moscale.contrastive_evaluator import ContrastiveEvaluatorConfig, build_vocabulary
+    from moscale.evaluation.contrastive_evaluator import ContrastiveEvaluatorConfig, build_vocabulary
 
     settings = dict(
         feature_dim=FEATURE_DIM,
@@ -75,16 +75,21 @@ def save_tiny_pipeline(path: Path, shared_data: Path, seed: int = 0, feature_dim
     import torch
     from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
-    from moscale.modeling_moscale import MoScaleConfig, MoScaleForTextToMotion
-    from moscale.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
-    from moscale.motion import HUMANML3D, KIT_ML
-    from moscale.pipeline_moscale import MoScalePipeline
+    from moscale.models.modeling_moscale import MoScaleConfig, MoScaleForTextToMotion
+    from moscale.models.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
+    from moscale.motion.representation import HUMANML3D, KIT_ML
+    from moscale.pipelines.pipeline_moscale import MoScalePipeline
 
     skeleton = {spec.feature_dim: spec for spec in (HUMANML3D, KIT_ML)}[feature_dim]
     torch.manual_seed(seed)
     vq_model = MoScaleVQModel(
         MoScaleVQConfig(
-            motion_dim=feature_dim, code_dim=16, num_codes=32, width=16, depth=1, attention_heads=2,
+            motion_dim=feature_dim,
+            code_dim=16,
+            num_codes=32,
+            width=16,
+            depth=1,
+            attention_heads=2,
             joint_position_dims=(4, 4 + 3 * (skeleton.joints_num - 1)),
         )
     )
@@ -128,7 +133,7 @@ def save_tiny_t2m_files(root: Path, dataset_folder: str = "humanml3d", feature_d
 
     import torch
 
-    from moscale.evaluator import T2MEvaluator
+    from moscale.evaluation.t2m_evaluator import T2MEvaluator
 
     torch.manual_seed(0)
     dataset = "kit-ml" if feature_dim == 251 else "humanml3d"

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import SHARED_DATA as DATA
 
-from moscale.bvh import (
+from moscale.motion.bvh import (
     HUMANML3D_JOINT_NAMES,
     _up_rotation,
     build_dataset,
@@ -21,9 +22,8 @@ from moscale.bvh import (
     resolve_mapping,
     write_bvh,
 )
-from moscale.motion import features_from_joints, recover_from_ric
+from moscale.motion.representation import features_from_joints, recover_from_ric
 
-from shared_data import SHARED_DATA as DATA
 BVH_DIR = DATA / "bvh"
 SAMPLE = DATA / "humanml3d_sample"
 SHARED_FILES = {  # name: (file fps, frames at 20 fps, detected mapping)
@@ -38,8 +38,10 @@ def shared_bvh_files():
     """The shared BVH files are part of the test data, as in CI: their absence is a failure, not a skip."""
     missing = [name for name in SHARED_FILES if not (BVH_DIR / f"{name}.bvh").is_file()]
     if missing or not (SAMPLE / "new_joints" / "012314.npy").is_file():
-        pytest.fail(f"shared test data missing under {DATA} ({missing or 'humanml3d_sample'}): check out shared/ "
-                    "beside the repository or set MOSCALE_SHARED_DATA")
+        pytest.fail(
+            f"shared test data missing under {DATA} ({missing or 'humanml3d_sample'}): check out shared/ "
+            "beside the repository or set MOSCALE_SHARED_DATA"
+        )
 
 
 needs_data = pytest.mark.usefixtures("shared_bvh_files")
@@ -105,8 +107,7 @@ def test_forward_kinematics_follows_channels(small_bvh):
     np.testing.assert_allclose(positions[0], [[1, 2, 3], [1, 2, 4], [1, 2, 3], [1, 2, 4], [7, 8, 9]], atol=1e-12)
     # Frame 1: the root turns 90 degrees about z, which leaves the +z offsets of Arm and Slider alone; Slider
     # turns 90 degrees about x, so Tip's offset (0, 0, 1) becomes (0, -1, 0), then (1, 0, 0) under the root.
-    np.testing.assert_allclose(positions[1], [[1, 2, 3], [1, 2, 4], [1, 2, 4], [2, 2, 4], [-1, -1, -1]],
-                               atol=1e-12)
+    np.testing.assert_allclose(positions[1], [[1, 2, 3], [1, 2, 4], [1, 2, 4], [2, 2, 4], [-1, -1, -1]], atol=1e-12)
 
 
 ORDER_BVH = """HIERARCHY
@@ -127,8 +128,9 @@ Frame Time: 0.1
 """
 
 
-@pytest.mark.parametrize("first, second, expected", [("Zrotation", "Xrotation", [1, 0, 0]),
-                                                     ("Xrotation", "Zrotation", [0, -1, 0])])
+@pytest.mark.parametrize(
+    "first, second, expected", [("Zrotation", "Xrotation", [1, 0, 0]), ("Xrotation", "Zrotation", [0, -1, 0])]
+)
 def test_rotations_compose_in_the_listed_order(tmp_path, first, second, expected):
     path = tmp_path / "order.bvh"
     path.write_text(ORDER_BVH.replace("FIRST", first).replace("SECOND", second))
@@ -241,12 +243,28 @@ def test_namespaced_mixamo_names_are_detected():
 def test_user_mapping_from_json(tmp_path):
     motion = read_bvh(BVH_DIR / "wave_hello.bvh")
     mapping = {
-        "pelvis": "Hips", "spine1": "Spine", "spine2": "Spine1", "spine3": {"Spine2": 0.5, "Spine3": 0.5},
-        "neck": "Neck", "head": "Head", "l_collar": "LeftShoulder", "r_collar": "RightShoulder",
-        "l_hip": "LeftUpLeg", "r_hip": "RightUpLeg", "l_knee": "LeftLeg", "r_knee": "RightLeg",
-        "l_ankle": "LeftFoot", "r_ankle": "RightFoot", "l_foot": "LeftToeBase", "r_foot": "RightToeBase",
-        "l_shoulder": "LeftArm", "r_shoulder": "RightArm", "l_elbow": "LeftForeArm", "r_elbow": "RightForeArm",
-        "l_wrist": "LeftHand", "r_wrist": "RightHand",
+        "pelvis": "Hips",
+        "spine1": "Spine",
+        "spine2": "Spine1",
+        "spine3": {"Spine2": 0.5, "Spine3": 0.5},
+        "neck": "Neck",
+        "head": "Head",
+        "l_collar": "LeftShoulder",
+        "r_collar": "RightShoulder",
+        "l_hip": "LeftUpLeg",
+        "r_hip": "RightUpLeg",
+        "l_knee": "LeftLeg",
+        "r_knee": "RightLeg",
+        "l_ankle": "LeftFoot",
+        "r_ankle": "RightFoot",
+        "l_foot": "LeftToeBase",
+        "r_foot": "RightToeBase",
+        "l_shoulder": "LeftArm",
+        "r_shoulder": "RightArm",
+        "l_elbow": "LeftForeArm",
+        "r_elbow": "RightForeArm",
+        "l_wrist": "LeftHand",
+        "r_wrist": "RightHand",
     }
     path = tmp_path / "mapping.json"
     path.write_text(json.dumps(mapping))
@@ -337,17 +355,28 @@ json.dump(frames, open(out_path, "w"))
 
 
 @needs_data
-@pytest.mark.skipif(shutil.which("blender") is None,
-                    reason="Blender is not installed (Debian: apt-get install blender); it checks our BVH files "
-                           "in the real client")
+@pytest.mark.skipif(
+    shutil.which("blender") is None,
+    reason="Blender is not installed (Debian: apt-get install blender); it checks our BVH files in the real client",
+)
 def test_blender_imports_exported_bvh_at_the_same_joint_positions(tmp_path):
     joints = np.load(SAMPLE / "new_joints" / "012314.npy")[:30]
     joints_to_bvh(joints, tmp_path / "clip.bvh")
     (tmp_path / "probe.py").write_text(BLENDER_PROBE)
     result = subprocess.run(
-        ["blender", "-b", "--factory-startup", "--python", str(tmp_path / "probe.py"), "--",
-         str(tmp_path / "clip.bvh"), str(tmp_path / "heads.json")],
-        capture_output=True, text=True, timeout=300,
+        [
+            "blender",
+            "-b",
+            "--factory-startup",
+            "--python",
+            str(tmp_path / "probe.py"),
+            "--",
+            str(tmp_path / "clip.bvh"),
+            str(tmp_path / "heads.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert (tmp_path / "heads.json").is_file(), result.stdout[-2000:] + result.stderr[-2000:]
     frames = json.loads((tmp_path / "heads.json").read_text())
@@ -379,9 +408,11 @@ def test_build_dataset_command(tmp_path, capsys):
         assert features.shape == (frames, 263)
         np.testing.assert_allclose(np.load(out / "new_joints" / f"{name}.npy"), recover_from_ric(features))
     texts = (out / "texts" / "wave_hello.txt").read_text().splitlines()
-    assert texts == ["a person waves hello with the right hand.#a/OTHER person/OTHER waves/OTHER hello/OTHER "
-                     "with/OTHER the/OTHER right/OTHER hand/OTHER#0.0#0.0",
-                     "someone waves.#someone/OTHER waves/OTHER#1.0#4.0"]
+    assert texts == [
+        "a person waves hello with the right hand.#a/OTHER person/OTHER waves/OTHER hello/OTHER "
+        "with/OTHER the/OTHER right/OTHER hand/OTHER#0.0#0.0",
+        "someone waves.#someone/OTHER waves/OTHER#1.0#4.0",
+    ]
     mean, std = np.load(out / "Mean.npy"), np.load(out / "Std.npy")
     assert mean.shape == std.shape == (263,)
     assert np.unique(std[4:67]).size == 1 and np.unique(std[259:]).size == 1 and (std > 0).all()
@@ -398,7 +429,7 @@ def test_build_dataset_command(tmp_path, capsys):
 
 @needs_data
 def test_build_dataset_names_the_captions_the_loaders_skip(tmp_path, capsys):
-    from moscale.data import load_motion_dataset
+    from moscale.motion.data import load_motion_dataset
 
     captions = tmp_path / "captions.tsv"
     captions.write_text(

@@ -5,11 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_pipeline_moscale import tiny_pipeline
 
 from moscale import MoScalePipeline, cli
-from moscale.bvh import load_bvh_joints
-
-from test_pipeline_moscale import tiny_pipeline
+from moscale.motion.bvh import load_bvh_joints
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +21,20 @@ def saved_pipeline(tmp_path_factory):
 def test_generate_writes_features_joints_bvh_and_gif(saved_pipeline, tmp_path, capsys):
     prompts = ["a person jumps twice", "a person waves with the left hand"]
     cli.main(
-        ["generate", str(saved_pipeline), *prompts, "--num-frames", "48", "--formats", "npy,bvh,gif",
-         "--out-dir", str(tmp_path), "--seed", "3", "--quiet"]
+        [
+            "generate",
+            str(saved_pipeline),
+            *prompts,
+            "--num-frames",
+            "48",
+            "--formats",
+            "npy,bvh,gif",
+            "--out-dir",
+            str(tmp_path),
+            "--seed",
+            "3",
+            "--quiet",
+        ]
     )
     printed = capsys.readouterr().out.split()
     assert len(printed) == 2 * 4
@@ -53,12 +64,21 @@ def test_generate_uses_the_transformers_own_refinement_schedule(tmp_path):
     vq_model = MoScaleVQModel(MoScaleVQConfig(code_dim=16, num_codes=32, width=32, depth=1, scales=(4, 2, 1)))
     transformer = MoScaleForTextToMotion(
         MoScaleConfig(
-            num_codes=32, code_dim=16, condition_dim=64, text_pool_head_dim=32, hidden_size=32, num_layers=1,
-            num_attention_heads=2, text_dim=32, scales=(4, 2, 1), sample_steps_per_scale=(1, 2, 3),
+            num_codes=32,
+            code_dim=16,
+            condition_dim=64,
+            text_pool_head_dim=32,
+            hidden_size=32,
+            num_layers=1,
+            num_attention_heads=2,
+            text_dim=32,
+            scales=(4, 2, 1),
+            sample_steps_per_scale=(1, 2, 3),
         )
     )
-    MoScalePipeline(vq_model.eval(), transformer.eval(), base.text_encoder, base.tokenizer, min_num_frames=16)\
-        .save_pretrained(tmp_path / "three_scales")
+    MoScalePipeline(
+        vq_model.eval(), transformer.eval(), base.text_encoder, base.tokenizer, min_num_frames=16
+    ).save_pretrained(tmp_path / "three_scales")
     cli.main(["generate", str(tmp_path / "three_scales"), "a person walks", "--num-frames", "96", "--formats", "npy",
               "--out-dir", str(tmp_path / "out"), "--quiet"])  # fmt: skip
     assert np.load(tmp_path / "out" / "00_a_person_walks_features.npy").shape[0] == 96
@@ -77,7 +97,7 @@ def test_subcommands_reach_their_modules(capsys):
     assert "--vq-checkpoint" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli.main(["render", "--help"])
-    assert "moscale.render" in capsys.readouterr().out
+    assert "moscale.motion.render" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli.main(["evaluate", "--help"])
     assert "usage: moscale evaluate" in capsys.readouterr().out

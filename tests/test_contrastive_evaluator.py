@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 from evaluation_fixtures import CAPTIONS, FEATURE_DIM, make_motion_folder, tiny_contrastive_config
+from shared_data import ROOT
 from transformers import AutoModel
 
-from moscale.contrastive_evaluator import ContrastiveEvaluatorModel, build_vocabulary, split_words
-
-from shared_data import ROOT
+from moscale.evaluation.contrastive_evaluator import ContrastiveEvaluatorModel, build_vocabulary, split_words
 
 
 def _batch(num_items: int = 8, seed: int = 0):

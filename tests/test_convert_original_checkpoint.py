@@ -5,12 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
-from moscale.convert_original_checkpoint import ConversionError, convert_original_checkpoint, main
-from moscale.modeling_moscale import MoScaleForTextToMotion
-from moscale.modeling_moscale_vq import MoScaleVQModel
-
 from shared_data import PARITY_FIXTURE as FIXTURE
+
+from moscale.models.convert_original_checkpoint import ConversionError, convert_original_checkpoint, main
+from moscale.models.modeling_moscale import MoScaleForTextToMotion
+from moscale.models.modeling_moscale_vq import MoScaleVQModel
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +113,13 @@ def test_missing_key_is_named(original, tmp_path):
 
 def test_every_authors_key_is_named_back_from_ours(original):
     """Missing-key errors name the authors' key: the reverse of the key rules gives back every checkpoint key."""
-    from moscale.convert_original_checkpoint import (
-        _MOSCALE_DERIVED, _MOSCALE_KEY_RULES, _VQ_DERIVED, _VQ_KEY_RULES, _original_key, _rename,
+    from moscale.models.convert_original_checkpoint import (
+        _MOSCALE_DERIVED,
+        _MOSCALE_KEY_RULES,
+        _VQ_DERIVED,
+        _VQ_KEY_RULES,
+        _original_key,
+        _rename,
     )  # fmt: skip
 
     for which, entry, rules, derived in (
@@ -220,15 +224,20 @@ def authors_moscale_keys(num_layers: int) -> list[str]:
 
 def test_conversion_of_other_sizes_is_exact(tmp_path):
     """fixture_b-like sizes (VQ width 80, depth 3; one pool head; 3 layers): authors' keys built from the spec."""
-    from moscale.convert_original_checkpoint import _MOSCALE_KEY_RULES, _VQ_KEY_RULES, _rename
-    from moscale.modeling_moscale import MoScaleConfig, level_of_position
-    from moscale.modeling_moscale_vq import MoScaleVQConfig
+    from moscale.models.convert_original_checkpoint import _MOSCALE_KEY_RULES, _VQ_KEY_RULES, _rename
+    from moscale.models.modeling_moscale import MoScaleConfig, level_of_position
+    from moscale.models.modeling_moscale_vq import MoScaleVQConfig
 
     torch.manual_seed(0)
     vq_source = MoScaleVQModel(MoScaleVQConfig(code_dim=48, num_codes=96, width=80, depth=3))
     transformer_source = MoScaleForTextToMotion(
         MoScaleConfig(
-            num_codes=96, code_dim=48, condition_dim=128, hidden_size=96, num_layers=3, num_attention_heads=6,
+            num_codes=96,
+            code_dim=48,
+            condition_dim=128,
+            hidden_size=96,
+            num_layers=3,
+            num_attention_heads=6,
             text_dim=64,
         )
     )
@@ -259,8 +268,14 @@ def test_conversion_of_other_sizes_is_exact(tmp_path):
         "data": {"dim_pose": 263},
         "quantizer": {"code_dim": 48, "nb_code": 96, "scales": [8, 4, 2, 1], "quant_resi": 0, "mu": 0.99},
         "model": {
-            "down_t": 2, "stride_t": 2, "width": 80, "depth": 3, "dilation_growth_rate": 3,
-            "vq_act": "relu", "use_attn": True, "vq_norm": "None",
+            "down_t": 2,
+            "stride_t": 2,
+            "width": 80,
+            "depth": 3,
+            "dilation_growth_rate": 3,
+            "vq_act": "relu",
+            "use_attn": True,
+            "vq_norm": "None",
         },  # fmt: skip
         "training": {"lambda_commit": 0.02, "lambda_expicit": 0.5},
     }
@@ -268,8 +283,14 @@ def test_conversion_of_other_sizes_is_exact(tmp_path):
         "data": {"max_motion_length": 196, "max_text_length": 20},
         "text_embedder": {"dim_embed": 64, "version": "google/t5-v1_1-base"},
         "model": {
-            "latent_dim": 128, "head_latent_dim": 96, "num_layers": 3, "n_heads": 6, "mlp_ratio": 4,
-            "use_crossattn": True, "use_learned_token_map": True, "attn_l2_norm": False,
+            "latent_dim": 128,
+            "head_latent_dim": 96,
+            "num_layers": 3,
+            "n_heads": 6,
+            "mlp_ratio": 4,
+            "use_crossattn": True,
+            "use_learned_token_map": True,
+            "attn_l2_norm": False,
         },  # fmt: skip
         "training": {"cond_drop_prob": 0.1, "sample_level_times": [1, 2, 5, 10]},
     }

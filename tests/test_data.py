@@ -6,9 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from shared_data import HUMANML3D_SAMPLE as SAMPLE
+from shared_data import SHARED_DATA
 from torch.utils.data import DataLoader
 
-from moscale.data import (
+from moscale.motion.data import (
     HUMANML3D_FORMAT,
     KIT_ML_FORMAT,
     MAX_MOTION_LENGTH,
@@ -22,9 +24,6 @@ from moscale.data import (
     load_motion_dataset,
     parse_caption_line,
 )
-
-from shared_data import HUMANML3D_SAMPLE as SAMPLE
-from shared_data import SHARED_DATA
 
 EVALUATOR_META = SHARED_DATA / "t2m_evaluator_meta"
 
@@ -115,7 +114,7 @@ def test_length_rules_drop_only_out_of_range_clips(tmp_path, caplog):
     assert (report.subclips_too_short, report.motions_with_only_subclip_captions) == (1, 1)
     assert report.items == 3
     assert "3 items" in report.summary()
-    with caplog.at_level(logging.INFO, logger="moscale.data"):
+    with caplog.at_level(logging.INFO, logger="moscale.motion.data"):
         assert sorted(load(root, tmp_path)["length"]) == [40, 60, 199]
     assert report.summary() in caplog.text  # the counts are logged when a dataset is loaded
 
@@ -332,8 +331,11 @@ def test_streaming_gives_the_same_items(tmp_path):
     mean, std = load_mean_std(root, 263)
     transform = MotionTransform(mean, std, random_crop=False, random_caption=False)
     stream = load(root, tmp_path, streaming=True)
-    loader = DataLoader(stream.map(transform, batched=True, remove_columns=list(stream.features)),
-                        batch_size=4, collate_fn=MotionCollator())
+    loader = DataLoader(
+        stream.map(transform, batched=True, remove_columns=list(stream.features)),
+        batch_size=4,
+        collate_fn=MotionCollator(),
+    )
     batches = list(loader)
     assert [len(b["captions"]) for b in batches] == [4, 4, 1]
     # 000000 (40 frames), 000001 (53 -> 52), its sub-clip 10:53 (43 -> 40), 000002 (66 -> 64)

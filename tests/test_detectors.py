@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
+from shared_data import SHARED_DATA
 
-from moscale.bvh import bvh_to_features
-from moscale.motion import recover_from_ric
+from moscale.motion.bvh import bvh_to_features
+from moscale.motion.representation import recover_from_ric
 from moscale.synthetic import Action, detect, generate_clip, make_example
 from moscale.synthetic.body import (
-    ANKLE, ANKLE_HEIGHT, FOOT, HIP, LEFT, LEG_REACH, RIGHT, TOE_HEIGHT, WRIST, pose_to_joints,
+    ANKLE,
+    ANKLE_HEIGHT,
+    FOOT,
+    HIP,
+    LEFT,
+    LEG_REACH,
+    RIGHT,
+    TOE_HEIGHT,
+    WRIST,
+    pose_to_joints,
 )
 from moscale.synthetic.timeline import Style, Timeline, keyframes
 
-from shared_data import SHARED_DATA
 REAL_CLIP = SHARED_DATA / "humanml3d_sample" / "new_joints" / "012314.npy"
 BVH = SHARED_DATA / "bvh"
 
@@ -62,8 +70,11 @@ def test_a_kick_wind_up_touching_the_floor_is_not_a_step():
 
 def test_turn_angle_direction_travel_and_order():
     rng = np.random.default_rng(5)
-    plan = [Action("walk", direction="forward", count=4), Action("turn", direction="left", angle=180),
-            Action("kick", side="right", count=1)]
+    plan = [
+        Action("walk", direction="forward", count=4),
+        Action("turn", direction="left", angle=180),
+        Action("kick", side="right", count=1),
+    ]
     clip = generate_clip(rng, plan)
     detection = detect(clip.joints)
     assert detection.order == ["walk", "turn", "kick"]
@@ -149,7 +160,8 @@ def test_rising_onto_the_toes_is_not_a_jump():
             ankle[:, 1] += rise
             # Pitch the foot down just enough to keep the toe on the floor.
             pitch = np.arcsin((ANKLE_HEIGHT[side] + rise - TOE_HEIGHT) / FOOT[side]) - np.arcsin(
-                (ANKLE_HEIGHT[side] - TOE_HEIGHT) / FOOT[side])
+                (ANKLE_HEIGHT[side] - TOE_HEIGHT) / FOOT[side]
+            )
             timeline.foot_pitch_2N[side, 5 : 5 + len(rise)] = pitch
 
     detection = detect(_custom(calf_raise))
@@ -163,8 +175,10 @@ def test_running_has_no_jumps_kicks_or_counted_steps():
 
 
 def test_detection_ignores_where_the_motion_is_and_which_way_it_faces():
-    clip = generate_clip(np.random.default_rng(11), [Action("side_step", direction="right", count=3),
-                                                     Action("jump", direction="forward", count=2)])
+    clip = generate_clip(
+        np.random.default_rng(11),
+        [Action("side_step", direction="right", count=3), Action("jump", direction="forward", count=2)],
+    )
     angle = np.radians(73.0)
     rotation = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
     moved = clip.joints @ rotation.T + np.array([3.0, 0.2, -2.0])
@@ -203,14 +217,19 @@ def _bvh_actions(name: str) -> list[tuple]:
 
 def test_real_motion_capture():
     # CMU jumping jacks: six two-footed flights (three jacks, out and in), arms over the head; nothing else.
-    assert _bvh_actions("cmu_jumping_jacks.bvh") == [("jump", "in_place", None, 6, None),
-                                                     ("raise_arms", None, None, None, None)]
+    assert _bvh_actions("cmu_jumping_jacks.bvh") == [
+        ("jump", "in_place", None, 6, None),
+        ("raise_arms", None, None, None, None),
+    ]
     # A performer stands, then waves the right hand three times (hand at shoulder height, forearm up).
     assert _bvh_actions("wave_hello.bvh") == [("stand", None, None, None, None), ("wave", None, "right", 3, None)]
     # CMU 01_01: ten two-footed forward jumps, with a turn around after the fourth and the seventh.
     assert _bvh_actions("cmu_01_01.bvh") == [
-        ("jump", "forward", None, 4, None), ("turn", "right", None, None, 180), ("jump", "forward", None, 3, None),
-        ("turn", "left", None, None, 180), ("jump", "forward", None, 3, None),
+        ("jump", "forward", None, 4, None),
+        ("turn", "right", None, None, 180),
+        ("jump", "forward", None, 3, None),
+        ("turn", "left", None, None, 180),
+        ("jump", "forward", None, 3, None),
     ]
 
 

@@ -3,11 +3,9 @@
 The reference folder is `../shared/data/metrics_reference` beside the repository, or MOSCALE_METRICS_FIXTURE.
 """
 
-
 import evaluate
 import numpy as np
 import pytest
-
 from shared_data import ROOT, load_metrics_case
 
 RTOL = 1e-6
@@ -53,7 +51,8 @@ def test_mm_dist_module(case):
     tensors, meta = case
     module = load("mm_dist")
     result = module.compute(
-        text_embeddings=tensors["emb.et_pred"], motion_embeddings=tensors["emb.em_pred"],
+        text_embeddings=tensors["emb.et_pred"],
+        motion_embeddings=tensors["emb.em_pred"],
         batch_size=meta["sizes"]["batch"],
     )
     np.testing.assert_allclose(result["mm_dist"], meta["scalars"]["loop.matching_score_pred"], rtol=RTOL)

@@ -1,4 +1,4 @@
-"""moscale.evaluation: the protocol's pieces in-process, then examples/evaluate.py end to end on 1 and 2 processes."""
+"""moscale.evaluation.protocol: the protocol's pieces in-process, then examples/evaluate.py end to end on 1 and 2 processes."""
 
 import json
 import os
@@ -16,13 +16,13 @@ from evaluation_fixtures import (
     save_tiny_t2m_files,
     tiny_contrastive_config,
 )
-
-import moscale.evaluation as ev
-from moscale.contrastive_evaluator import ContrastiveEvaluatorModel
-from moscale.data import load_motion_dataset
-from moscale.evaluator import T2MEvaluator, WordVectorizer
-
 from shared_data import ROOT, SHARED_DATA
+
+import moscale.evaluation.protocol as ev
+from moscale.evaluation.contrastive_evaluator import ContrastiveEvaluatorModel
+from moscale.evaluation.t2m_evaluator import T2MEvaluator, WordVectorizer
+from moscale.motion.data import load_motion_dataset
+
 SCRIPT = ROOT / "examples" / "evaluate.py"
 # 112 test items: 7 batches of 16, more than the 100 pairs Diversity draws.
 NUM_TEST_ITEMS, BATCH_SIZE = 112, 16
@@ -141,7 +141,7 @@ def test_load_t2m_evaluator_from_files(workspace, tmp_path):
 
 
 def test_evaluation_lengths(workspace):
-    from moscale.pipeline_moscale import MoScalePipeline
+    from moscale.pipelines.pipeline_moscale import MoScalePipeline
 
     _arguments(workspace, workspace["root"] / "unused")  # writes the tiny pipeline once
     pipeline = MoScalePipeline.from_pretrained(workspace["root"] / "pipeline")
@@ -156,8 +156,8 @@ def test_converted_checkpoints_are_assembled_into_a_pipeline(tmp_path):
     """--pipeline may be the converter's output: vq_model/ + transformer/, T5 named by --text_encoder."""
     from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
-    from moscale.convert_original_checkpoint import convert_original_checkpoint
-    from moscale.evaluator import load_evaluator_stats
+    from moscale.evaluation.t2m_evaluator import load_evaluator_stats
+    from moscale.models.convert_original_checkpoint import convert_original_checkpoint
 
     fixture = SHARED_DATA / "parity" / "fixture_a" / "checkpoint_dir" / "humanml3d"
     vq, transformer = convert_original_checkpoint(
@@ -259,8 +259,8 @@ def test_two_processes_give_the_same_numbers(workspace, single_process_run):
 
 
 def test_every_dataset_format_has_protocol_defaults_and_evaluator_files():
-    from moscale.data import FOLDER_FORMATS
-    from moscale.evaluator import DATASET_FOLDERS, load_evaluator_stats
+    from moscale.evaluation.t2m_evaluator import DATASET_FOLDERS, load_evaluator_stats
+    from moscale.motion.data import FOLDER_FORMATS
 
     assert set(ev.DEFAULT_GUIDANCE) == set(ev.PAPER_RESULTS) == set(DATASET_FOLDERS) == set(FOLDER_FORMATS)
     for name, folder_format in FOLDER_FORMATS.items():

@@ -1,4 +1,4 @@
-"""moscale.evaluator against the T2M evaluator case of the metrics reference folder (the authors' wrapper output).
+"""moscale.evaluation.t2m_evaluator against the T2M evaluator case of the metrics reference folder (the authors' wrapper output).
 
 The folder is `../shared/data/metrics_reference` beside the repository, or MOSCALE_METRICS_FIXTURE. Its
 `humanml3d/text_mot_match/model/finest.tar` is a random-weight checkpoint with the real layout.
@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from moscale import evaluator as ev
-
 from shared_data import METRICS_FIXTURE as FIXTURE
 from shared_data import SHARED_DATA as SHARED
 from shared_data import load_metrics_case
+
+from moscale.evaluation import t2m_evaluator as ev
 
 RTOL = 1e-6
 

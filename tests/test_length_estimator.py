@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
-from moscale.length_estimator import MoScaleLengthEstimator, MoScaleLengthEstimatorConfig
-from moscale.pipeline_moscale import MoScalePipeline
+from moscale.models.modeling_length_estimator import MoScaleLengthEstimator, MoScaleLengthEstimatorConfig
+from moscale.pipelines.pipeline_moscale import MoScalePipeline
 
 PROMPTS = ["a person jumps", "a person walks slowly in a long circle"]
 TARGET_FRAMES = torch.tensor([60, 180])
@@ -65,8 +65,13 @@ def test_training_learns_lengths_from_text(pipe_and_estimator):
 def test_pipeline_uses_the_estimator_and_saves_it(pipe_and_estimator, tmp_path):
     pipe, estimator, _, _ = pipe_and_estimator
     with_estimator = MoScalePipeline(
-        pipe.vq_model, pipe.transformer, pipe.text_encoder, pipe.tokenizer, length_estimator=estimator,
-        motion_mean=pipe.config.motion_mean, motion_std=pipe.config.motion_std,
+        pipe.vq_model,
+        pipe.transformer,
+        pipe.text_encoder,
+        pipe.tokenizer,
+        length_estimator=estimator,
+        motion_mean=pipe.config.motion_mean,
+        motion_std=pipe.config.motion_std,
     )
     with_estimator.set_progress_bar_config(disable=True)
     out = with_estimator(PROMPTS, generator=torch.Generator().manual_seed(0))
@@ -76,7 +81,7 @@ def test_pipeline_uses_the_estimator_and_saves_it(pipe_and_estimator, tmp_path):
 
     with_estimator.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
-    assert index["length_estimator"] == ["moscale.length_estimator", "MoScaleLengthEstimator"]
+    assert index["length_estimator"] == ["moscale.models.modeling_length_estimator", "MoScaleLengthEstimator"]
     loaded = MoScalePipeline.from_pretrained(tmp_path)
     loaded.set_progress_bar_config(disable=True)
     again = loaded(PROMPTS, generator=torch.Generator().manual_seed(0))

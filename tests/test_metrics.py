@@ -1,18 +1,16 @@
-"""moscale.metrics against the reference values made by running the MoScale authors' evaluation code.
+"""moscale.evaluation.metrics against the reference values made by running the MoScale authors' evaluation code.
 
 The reference folder (README.md, meta.json, case.safetensors) is `../shared/data/metrics_reference` beside the
 repository, or the folder named by MOSCALE_METRICS_FIXTURE. Sizes and seeds are read from the case itself.
 """
 
-
 import numpy as np
 import pytest
 import torch
 from scipy import linalg
-
-from moscale import metrics
-
 from shared_data import load_metrics_case
+
+from moscale.evaluation import metrics
 
 RTOL = 1e-6
 
@@ -195,7 +193,12 @@ def test_protocol_accumulation_matches_evaluation_moscale(case):
         )
 
     results = metrics.t2m_metrics(
-        et, em, et_pred, em_pred, rng=meta["seeds"]["loop_seed"], multimodality_embeddings=tensors["emb.mm"],
+        et,
+        em,
+        et_pred,
+        em_pred,
+        rng=meta["seeds"]["loop_seed"],
+        multimodality_embeddings=tensors["emb.mm"],
         batch_size=batch,
     )
     assert scalars["loop.nb_sample"] == len(et)

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModel
 
-from moscale.modeling_moscale import (
+from moscale.models.modeling_moscale import (
     MASK_ID,
     PAD_ID,
     MoScaleConfig,

@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from moscale.modeling_moscale_vq import PAD_ID, MoScaleVQConfig, MoScaleVQModel
+from moscale.models.modeling_moscale_vq import PAD_ID, MoScaleVQConfig, MoScaleVQModel
 
 TINY = dict(
     motion_dim=12,

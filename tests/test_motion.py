@@ -4,16 +4,16 @@ The sample folder comes from MOSCALE_HUMANML3D_SAMPLE (default: the shared Human
 in its new_joint_vecs/ is checked, so the same tests can be pointed at a full HumanML3D download.
 """
 
-
 import numpy as np
 import pytest
 import torch
+from shared_data import HUMANML3D_SAMPLE as SAMPLE_DIR
 
-from moscale.motion import (
+from moscale.motion.representation import (
     HUMANML3D,
-    average_std_within_groups,
     HUMANML3D_BONE_LENGTHS,
     KIT_ML,
+    average_std_within_groups,
     features_from_joints,
     offsets_from_joints,
     qbetween,
@@ -24,7 +24,6 @@ from moscale.motion import (
     target_offsets,
 )
 
-from shared_data import HUMANML3D_SAMPLE as SAMPLE_DIR
 CLIP_IDS = sorted(path.stem for path in (SAMPLE_DIR / "new_joint_vecs").glob("*.npy"))
 
 # Max abs error allowed per part of the 263 dims when re-processing a released clip (contacts must be identical).
@@ -124,13 +123,15 @@ def _pairwise_distances(joints):
 def test_features_recover_the_posed_skeleton(spec):
     # A random swaying pose sequence on a random skeleton: after processing, recovery gives back every frame's
     # pose (all pairwise joint distances) for T rows.
-    from moscale.motion import forward_kinematics
+    from moscale.motion.representation import forward_kinematics
 
     rng = np.random.default_rng(0)
     offsets = spec.raw_offsets_array * rng.uniform(0.05, 0.4, size=(spec.joints_num, 1))
     num_frames = 40
     phase = np.linspace(0, 2 * np.pi, num_frames)[:, None]
-    axis_angle = 0.3 * np.sin(phase + rng.uniform(0, 6, size=(1, spec.joints_num)))[..., None] * np.array([1.0, 0.2, 0.5])
+    axis_angle = (
+        0.3 * np.sin(phase + rng.uniform(0, 6, size=(1, spec.joints_num)))[..., None] * np.array([1.0, 0.2, 0.5])
+    )
     half = np.linalg.norm(axis_angle, axis=-1, keepdims=True) / 2
     quats = np.concatenate([np.cos(half), np.sin(half) * axis_angle / np.maximum(2 * half, 1e-12)], axis=-1)
     root = np.stack([np.linspace(0, 1.5, num_frames), np.full(num_frames, 1.0), np.zeros(num_frames)], axis=-1)
@@ -173,8 +174,9 @@ def test_bad_inputs_give_clear_errors():
         features_from_joints(joints, offsets=np.zeros((22, 3)))
     # Hips and shoulders stacked on one vertical line give no facing direction.
     no_facing = joints.copy()
-    no_facing[:, [1, 2, 16, 17]] = no_facing[:, [0]] + np.array([[0.0, 0.05, 0.0], [0.0, -0.05, 0.0],
-                                                                 [0.0, 0.45, 0.0], [0.0, 0.35, 0.0]])
+    no_facing[:, [1, 2, 16, 17]] = no_facing[:, [0]] + np.array(
+        [[0.0, 0.05, 0.0], [0.0, -0.05, 0.0], [0.0, 0.45, 0.0], [0.0, 0.35, 0.0]]
+    )
     with pytest.raises(ValueError, match="no facing direction"):
         features_from_joints(no_facing)
     with pytest.raises(ValueError, match="same T"):

@@ -14,12 +14,12 @@ import re
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from moscale.convert_original_checkpoint import convert_original_checkpoint
-from moscale.modeling_moscale import MoScaleForTextToMotion, scale_normalized_rope_angles
-from moscale.modeling_moscale_vq import MoScaleVQModel
-
 from shared_data import PARITY_FIXTURE as FIXTURE
+
+from moscale.models.convert_original_checkpoint import convert_original_checkpoint
+from moscale.models.modeling_moscale import MoScaleForTextToMotion, scale_normalized_rope_angles
+from moscale.models.modeling_moscale_vq import MoScaleVQModel
+
 BRIEF_LIMIT = 1e-4  # the bound on any transformer float difference
 
 
@@ -307,7 +307,7 @@ def test_generation_step_logits_with_and_without_cache(fixture, models, report):
 
 @torch.no_grad()
 def test_recover_from_ric(fixture, report):
-    from moscale.motion import recover_from_ric
+    from moscale.motion.representation import recover_from_ric
 
     meta, t = fixture
     joints_num = meta["configs"]["train_moscale"]["data"]["joint_num"]

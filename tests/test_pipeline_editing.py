@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from moscale.motion import recover_from_ric
-from moscale.sampling import edit_token_masks, seam_blend_weights
-
 from shared_data import SHARED_DATA as DATA
+
+from moscale.motion.representation import recover_from_ric
+from moscale.schedulers.scheduling_moscale import edit_token_masks, seam_blend_weights
+
 CLIP = DATA / "humanml3d_sample" / "new_joint_vecs" / "012314.npy"
 FPS = 20
 
@@ -179,8 +179,14 @@ def test_batched_edit_with_per_prompt_masks(pipe, source):
 
 
 def test_several_motions_per_prompt_share_the_source(pipe, source):
-    out = pipe(["a", "b"], num_frames=168, source_motion=source, edit_spans=[(3.0, 5.0)], num_motions_per_prompt=2,
-               generator=gen())
+    out = pipe(
+        ["a", "b"],
+        num_frames=168,
+        source_motion=source,
+        edit_spans=[(3.0, 5.0)],
+        num_motions_per_prompt=2,
+        generator=gen(),
+    )
     assert out.features.shape[0] == 4
     assert torch.allclose(out.features[:, :50], source[None, :50].expand(4, -1, -1), atol=1e-5)
     assert not torch.equal(out.features[0, 60:100], out.features[1, 60:100])

@@ -8,14 +8,14 @@ import math
 import numpy as np
 import pytest
 import torch
+from shared_data import SHARED_DATA as DATA
 from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
-from moscale.modeling_moscale import MoScaleConfig, MoScaleForTextToMotion
-from moscale.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
-from moscale.pipeline_moscale import MoScalePipeline, MoScalePipelineOutput
-from moscale.sampling import cfg_weight, num_tokens_to_mask, sample_tokens, top_k_top_p_filter
+from moscale.models.modeling_moscale import MoScaleConfig, MoScaleForTextToMotion
+from moscale.models.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
+from moscale.pipelines.pipeline_moscale import MoScalePipeline, MoScalePipelineOutput
+from moscale.schedulers.scheduling_moscale import cfg_weight, num_tokens_to_mask, sample_tokens, top_k_top_p_filter
 
-from shared_data import SHARED_DATA as DATA
 PROMPTS = ["a person jumps twice", "someone walks in a circle"]
 
 
@@ -29,8 +29,14 @@ def tiny_pipeline(seed: int = 0) -> MoScalePipeline:
     vq_model = MoScaleVQModel(MoScaleVQConfig(code_dim=16, num_codes=32, width=32, depth=1)).eval()
     transformer = MoScaleForTextToMotion(
         MoScaleConfig(
-            num_codes=32, code_dim=16, condition_dim=64, text_pool_head_dim=32, hidden_size=32,
-            num_layers=1, num_attention_heads=2, text_dim=32,
+            num_codes=32,
+            code_dim=16,
+            condition_dim=64,
+            text_pool_head_dim=32,
+            hidden_size=32,
+            num_layers=1,
+            num_attention_heads=2,
+            text_dim=32,
         )
     ).eval()
     with torch.no_grad():
@@ -205,8 +211,12 @@ def test_callback_sees_every_step(pipe):
     pipe(PROMPTS[0], num_frames=80, refinement_steps=(1, 2, 1, 2), generator=gen(), callback_on_step_end=callback)
     sizes = pipe.transformer.config.patch_sizes
     assert seen == [
-        (0, 0, (1, sizes[0])), (1, 1, (1, sizes[1])), (2, 1, (1, sizes[1])),
-        (3, 2, (1, sizes[2])), (4, 3, (1, sizes[3])), (5, 3, (1, sizes[3])),
+        (0, 0, (1, sizes[0])),
+        (1, 1, (1, sizes[1])),
+        (2, 1, (1, sizes[1])),
+        (3, 2, (1, sizes[2])),
+        (4, 3, (1, sizes[3])),
+        (5, 3, (1, sizes[3])),
     ]
 
 
@@ -252,8 +262,8 @@ def test_save_load_round_trip_gives_identical_samples(pipe, tmp_path):
     pipe.save_pretrained(tmp_path)
     index = json.loads((tmp_path / "model_index.json").read_text())
     assert index["_class_name"] == "MoScalePipeline"
-    assert index["vq_model"] == ["moscale.modeling_moscale_vq", "MoScaleVQModel"]
-    assert index["transformer"] == ["moscale.modeling_moscale", "MoScaleForTextToMotion"]
+    assert index["vq_model"] == ["moscale.models.modeling_moscale_vq", "MoScaleVQModel"]
+    assert index["transformer"] == ["moscale.models.modeling_moscale", "MoScaleForTextToMotion"]
     assert index["text_encoder"] == ["transformers", "T5EncoderModel"]
     assert len(index["motion_mean"]) == 263
     card = (tmp_path / "README.md").read_text()
@@ -365,9 +375,16 @@ def test_push_to_hub_uploads_a_loadable_pipeline_folder(pipe, tmp_path, monkeypa
 
     assert url.startswith("https://huggingface.co/me/tiny-moscale/commit/")
     expected = {
-        "model_index.json", "README.md", "vq_model/config.json", "vq_model/model.safetensors",
-        "transformer/config.json", "transformer/model.safetensors", "text_encoder/config.json",
-        "text_encoder/model.safetensors", "tokenizer/tokenizer_config.json", "tokenizer/tokenizer.json",
+        "model_index.json",
+        "README.md",
+        "vq_model/config.json",
+        "vq_model/model.safetensors",
+        "transformer/config.json",
+        "transformer/model.safetensors",
+        "text_encoder/config.json",
+        "text_encoder/model.safetensors",
+        "tokenizer/tokenizer_config.json",
+        "tokenizer/tokenizer.json",
     }
     assert expected <= set(committed), sorted(committed)
     assert b"MoScale text-to-motion pipeline" in committed["README.md"]
@@ -388,12 +405,17 @@ def test_the_scale_loop_never_reads_tensors_back_to_the_host(pipe, monkeypatch):
     """Every tensor -> Python conversion made by pipeline, sampling or model code while `_sample_scales` runs: none."""
     import sys
 
-    import moscale.modeling_moscale
-    import moscale.modeling_moscale_vq
-    import moscale.pipeline_moscale as module
-    import moscale.sampling
+    import moscale.models.modeling_moscale
+    import moscale.models.modeling_moscale_vq
+    import moscale.pipelines.pipeline_moscale as module
+    import moscale.schedulers.scheduling_moscale
 
-    watched = (module, moscale.sampling, moscale.modeling_moscale, moscale.modeling_moscale_vq)
+    watched = (
+        module,
+        moscale.schedulers.scheduling_moscale,
+        moscale.models.modeling_moscale,
+        moscale.models.modeling_moscale_vq,
+    )
     watched_files = {watched_module.__file__ for watched_module in watched}
 
     inside_loop = []
@@ -434,8 +456,16 @@ def test_other_scale_counts_sample_with_the_transformers_own_schedule():
     vq_model = MoScaleVQModel(MoScaleVQConfig(code_dim=16, num_codes=32, width=32, depth=1, scales=(4, 2, 1))).eval()
     transformer = MoScaleForTextToMotion(
         MoScaleConfig(
-            num_codes=32, code_dim=16, condition_dim=64, text_pool_head_dim=32, hidden_size=32, num_layers=1,
-            num_attention_heads=2, text_dim=32, scales=(4, 2, 1), sample_steps_per_scale=(1, 2, 3),
+            num_codes=32,
+            code_dim=16,
+            condition_dim=64,
+            text_pool_head_dim=32,
+            hidden_size=32,
+            num_layers=1,
+            num_attention_heads=2,
+            text_dim=32,
+            scales=(4, 2, 1),
+            sample_steps_per_scale=(1, 2, 3),
         )
     ).eval()
     pipe = MoScalePipeline(vq_model, transformer, min_num_frames=16)

@@ -11,11 +11,10 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-
-from moscale.convert_original_checkpoint import convert_original_checkpoint
-from moscale.pipeline_moscale import MoScalePipeline
-
 from shared_data import PARITY_FIXTURE as FIXTURE
+
+from moscale.models.convert_original_checkpoint import convert_original_checkpoint
+from moscale.pipelines.pipeline_moscale import MoScalePipeline
 
 if not (FIXTURE / "meta.json").is_file():
     pytest.skip(f"parity fixture not found at {FIXTURE} (set MOSCALE_PARITY_FIXTURE)", allow_module_level=True)
@@ -82,9 +81,7 @@ def test_tokens_logits_and_motion_match_the_authors(pipe, tensors, tag):
         assert torch.equal(out.tokens[k], tensors[f"gen.{tag}.ids.scale{k}"]), f"scale {k} tokens differ"
 
     # Every step's CFG logits, in order, against the authors' (the README's transformer tolerance).
-    expected_steps = [
-        (k, s) for k, steps in enumerate(META["gen"][tag]["sample_level_times"]) for s in range(steps)
-    ]
+    expected_steps = [(k, s) for k, steps in enumerate(META["gen"][tag]["sample_level_times"]) for s in range(steps)]
     assert [k for k, _ in step_logits] == [k for k, _ in expected_steps]
     for (k, logits), (_, s) in zip(step_logits, expected_steps):
         ref = tensors[f"gen.{tag}.step.l{k}.s{s}.cfg_logits"]

@@ -7,17 +7,16 @@ import pytest
 import torch
 from evaluation_fixtures import tiny_contrastive_config
 
-from moscale.contrastive_evaluator import ContrastiveEvaluatorModel
-from moscale.data import load_motion_dataset
-from moscale.semantic_accuracy import (
+from moscale.evaluation.contrastive_evaluator import ContrastiveEvaluatorModel
+from moscale.evaluation.semantic_accuracy import (
     detect_actions,
     flatten_accuracy,
     load_semantics,
     score_clip,
     semantic_accuracy,
 )
+from moscale.motion.data import load_motion_dataset
 from moscale.synthetic import write_dataset
-
 
 WAVE = {"name": "wave", "side": "left", "count": 2}
 WALK = {"name": "walk", "direction": "forward", "count": 3}
@@ -92,7 +91,7 @@ def test_load_semantics_errors(tmp_path):
 
 
 def test_protocol_reports_semantic_accuracy(synthetic, tmp_path):
-    import moscale.evaluation as ev
+    import moscale.evaluation.protocol as ev
 
     rows = load_motion_dataset(synthetic, "test", cache_dir=tmp_path).with_format(
         "numpy", columns=["motion"], output_all_columns=True

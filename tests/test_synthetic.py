@@ -7,15 +7,31 @@ import json
 import numpy as np
 import pytest
 
-from moscale.data import (
-    MotionCollator, MotionTransform, TransformedMotionDataset, index_motion_folder, load_mean_std, load_motion_dataset,
-    parse_caption_line, read_split,
+from moscale.motion.data import (
+    MotionCollator,
+    MotionTransform,
+    TransformedMotionDataset,
+    index_motion_folder,
+    load_mean_std,
+    load_motion_dataset,
+    parse_caption_line,
+    read_split,
 )
-from moscale.motion import HUMANML3D, HUMANML3D_BONE_LENGTHS, features_from_joints, recover_from_ric
+from moscale.motion.representation import HUMANML3D, HUMANML3D_BONE_LENGTHS, features_from_joints, recover_from_ric
 from moscale.synthetic import VOCABULARY, Action, caption_line, generate_clip, make_captions, make_example
 from moscale.synthetic.__main__ import main as cli_main
 from moscale.synthetic.body import (
-    ANKLE, ANKLE_HEIGHT, ELBOW, HIP, KNEE, PELVIS, SHOULDER, SPINE3, TOE, TOE_HEIGHT, WRIST,
+    ANKLE,
+    ANKLE_HEIGHT,
+    ELBOW,
+    HIP,
+    KNEE,
+    PELVIS,
+    SHOULDER,
+    SPINE3,
+    TOE,
+    TOE_HEIGHT,
+    WRIST,
 )
 from moscale.synthetic.generator import MAX_ROWS, MIN_ROWS
 from moscale.synthetic.plausibility import signed_knee_flexion
@@ -146,8 +162,11 @@ def test_written_features_follow_the_humanml3d_processing():
 
 def test_captions_name_every_action_in_order_with_its_count():
     rng = np.random.default_rng(0)
-    plan = [Action("jump", direction="in_place", count=2), Action("turn", direction="left", angle=180),
-            Action("wave", side="right", count=3)]
+    plan = [
+        Action("jump", direction="in_place", count=2),
+        Action("turn", direction="left", angle=180),
+        Action("wave", side="right", count=3),
+    ]
     captions = make_captions(plan, rng, num_captions=3)
     assert len(set(captions)) == 3
     for caption in captions:
@@ -163,8 +182,11 @@ def test_captions_name_every_action_in_order_with_its_count():
 
 
 def test_an_impossible_plan_is_refused():
-    plan = [Action("squat", count=5), Action("side_step", direction="left", count=5),
-            Action("jump", direction="forward", count=5)]
+    plan = [
+        Action("squat", count=5),
+        Action("side_step", direction="left", count=5),
+        Action("jump", direction="forward", count=5),
+    ]
     with pytest.raises(ValueError, match="does not fit"):
         generate_clip(np.random.default_rng(0), plan)
 

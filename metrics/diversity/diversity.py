@@ -1,13 +1,13 @@
 """Diversity of motion co-embeddings, the way the HumanML3D / KIT-ML protocol computes it.
 
-A thin `evaluate` wrapper over `moscale.metrics.diversity`; see docs/evaluation.md in the moscale repository.
+A thin `evaluate` wrapper over `moscale.evaluation.metrics.diversity`; see docs/evaluation.md in the moscale repository.
 """
 
 import datasets
 import evaluate
 import numpy as np
 
-from moscale import metrics
+from moscale.evaluation import metrics
 
 _DESCRIPTION = """
 Diversity: the mean Euclidean distance between `times` random pairs of motion co-embeddings. The two index sets are

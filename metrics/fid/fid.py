@@ -1,17 +1,17 @@
 """FID between real and generated motion co-embeddings, the way the HumanML3D / KIT-ML protocol computes it.
 
-A thin `evaluate` wrapper over `moscale.metrics.fid`; see docs/evaluation.md in the moscale repository.
+A thin `evaluate` wrapper over `moscale.evaluation.metrics.fid`; see docs/evaluation.md in the moscale repository.
 """
 
 import datasets
 import evaluate
 import numpy as np
 
-from moscale import metrics
+from moscale.evaluation import metrics
 
 _DESCRIPTION = """
 FID: the Frechet distance between Gaussians fitted to the real and to the generated motion co-embeddings
-(float32 means, unbiased float64 covariances, scipy's sqrtm; see moscale.metrics.frechet_distance).
+(float32 means, unbiased float64 covariances, scipy's sqrtm; see moscale.evaluation.metrics.frechet_distance).
 `evaluate` needs one prediction per reference, so both sets must have the same number of rows, as in the protocol.
 """
 

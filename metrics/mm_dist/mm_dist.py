@@ -1,13 +1,13 @@
 """MM-Dist (matching score) of text-to-motion co-embeddings, the way the HumanML3D / KIT-ML protocol computes it.
 
-A thin `evaluate` wrapper over `moscale.metrics.matching_score`; see docs/evaluation.md in the moscale repository.
+A thin `evaluate` wrapper over `moscale.evaluation.metrics.matching_score`; see docs/evaluation.md in the moscale repository.
 """
 
 import datasets
 import evaluate
 import numpy as np
 
-from moscale import metrics
+from moscale.evaluation import metrics
 
 _DESCRIPTION = """
 MM-Dist: the mean Euclidean distance between each text co-embedding and its motion's co-embedding. As in the

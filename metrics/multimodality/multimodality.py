@@ -1,13 +1,13 @@
 """MultiModality of repeated generations, the way the HumanML3D / KIT-ML protocol computes it.
 
-A thin `evaluate` wrapper over `moscale.metrics.multimodality`; see docs/evaluation.md in the moscale repository.
+A thin `evaluate` wrapper over `moscale.evaluation.metrics.multimodality`; see docs/evaluation.md in the moscale repository.
 """
 
 import datasets
 import evaluate
 import numpy as np
 
-from moscale import metrics
+from moscale.evaluation import metrics
 
 _DESCRIPTION = """
 MultiModality: for each text, R motions are generated (30 in the protocol, for the texts of the first 3 batches);
@@ -45,9 +45,7 @@ class MultiModality(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"embeddings": datasets.Sequence(datasets.Sequence(datasets.Value("float32")))}
-            ),
+            features=datasets.Features({"embeddings": datasets.Sequence(datasets.Sequence(datasets.Value("float32")))}),
         )
 
     def _compute(self, embeddings, seed=None, times=10):

@@ -1,13 +1,13 @@
 """R-precision of text-to-motion co-embeddings, the way the HumanML3D / KIT-ML protocol computes it.
 
-A thin `evaluate` wrapper over `moscale.metrics.r_precision`; see docs/evaluation.md in the moscale repository.
+A thin `evaluate` wrapper over `moscale.evaluation.metrics.r_precision`; see docs/evaluation.md in the moscale repository.
 """
 
 import datasets
 import evaluate
 import numpy as np
 
-from moscale import metrics
+from moscale.evaluation import metrics
 
 _DESCRIPTION = """
 R-precision (top-1, top-2, top-3): rows are taken in batches of `batch_size` (32 in the standard protocol); within a

@@ -46,7 +46,7 @@ class Action:
         return {key: value for key, value in asdict(self).items() if value is not None}
 
     @classmethod
-    def sample(cls, rng: np.random.Generator, name: str) -> "Action":
+    def sample(cls, rng: np.random.Generator, name: str) -> Action:
         directions, sides, counts, angles = VOCABULARY[name]
         return cls(
             name=name,
@@ -67,8 +67,9 @@ def play(action: Action, timeline: Timeline, rng: np.random.Generator) -> None:
 # -- travelling -------------------------------------------------------------------------------------------------
 
 
-def _stepping(tl: Timeline, footprints: list[tuple[int, float, float]], swing: list[int], gap: list[int],
-              lift: float) -> int:
+def _stepping(
+    tl: Timeline, footprints: list[tuple[int, float, float]], swing: list[int], gap: list[int], lift: float
+) -> int:
     """Move feet to body-frame footprints (side, lateral, forward) around the current centre, one after another
     with `swing[i]` frames in the air; move i+1 starts `gap[i]` frames after move i lands (negative: before it
     lands, which gives a flight phase). Returns the frame at which the last foot lands."""
@@ -164,8 +165,9 @@ def _turn(action: Action, tl: Timeline, rng) -> None:
         fraction = min(1.0, (i + 1) / (moves - 1))
         heading = start_heading + sign * np.radians(action.angle) * fraction
         duration = tl.frames(rng.uniform(0.32, 0.42))
-        tl.move_foot(side, t, duration, tl.neutral_foot(side, heading=heading), tl.neutral_foot_yaw(side, heading),
-                     lift=lift)
+        tl.move_foot(
+            side, t, duration, tl.neutral_foot(side, heading=heading), tl.neutral_foot_yaw(side, heading), lift=lift
+        )
         t += duration + tl.frames(rng.uniform(0.03, 0.1))
     # Both feet now stand neutrally at the new heading; make it the body's heading for the next action.
     tl.heading = start_heading + sign * np.radians(action.angle)
@@ -184,7 +186,7 @@ def _jump(action: Action, tl: Timeline, rng) -> None:
     dy = list(keyframes([0, down], [0.0, -crouch]))
     arms = list(keyframes([0, down], [0.0, -0.5]))
     distance = 0.0
-    for i in range(action.count):
+    for _ in range(action.count):
         push = 3
         flight = int(rng.integers(5, 9))
         duration = flight / FPS
@@ -233,8 +235,13 @@ def _squat(action: Action, tl: Timeline, rng) -> None:
     tl.add(tl.lean_N, t, lean * depth_curve)
     tl.shift_N2[t : t + len(depth_curve), 1] -= back * depth_curve
     for side in (LEFT, RIGHT):
-        tl.pose_arm(side, t, arms_forward * depth_curve, np.full(len(depth_curve), tl.style.arm_abduct),
-                    tl.style.elbow_rest + 0.3 * depth_curve)
+        tl.pose_arm(
+            side,
+            t,
+            arms_forward * depth_curve,
+            np.full(len(depth_curve), tl.style.arm_abduct),
+            tl.style.elbow_rest + 0.3 * depth_curve,
+        )
     tl.frame = t + len(depth_curve) - 1
 
 
@@ -244,7 +251,9 @@ def _kick(action: Action, tl: Timeline, rng) -> None:
     neutral = tl.neutral_foot(side)
     t = tl.frame
     for _ in range(action.count):
-        wind, strike, back = (tl.frames(rng.uniform(low, high)) for low, high in ((0.2, 0.3), (0.18, 0.28), (0.35, 0.5)))
+        wind, strike, back = (
+            tl.frames(rng.uniform(low, high)) for low, high in ((0.2, 0.3), (0.18, 0.28), (0.35, 0.5))
+        )
         behind_xz = neutral[[0, 2]] + to_world([0.0, -rng.uniform(0.12, 0.25)], tl.heading)
         behind = np.array([behind_xz[0], neutral[1] + rng.uniform(0.08, 0.15), behind_xz[1]])
         hip_flexion = rng.uniform(0.9, 1.3)

@@ -15,10 +15,32 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..motion import HUMANML3D_BONE_LENGTHS
+from moscale.motion.representation import HUMANML3D_BONE_LENGTHS
 
-(PELVIS, L_HIP, R_HIP, SPINE1, L_KNEE, R_KNEE, SPINE2, L_ANKLE, R_ANKLE, SPINE3, L_FOOT, R_FOOT, NECK,
- L_COLLAR, R_COLLAR, HEAD, L_SHOULDER, R_SHOULDER, L_ELBOW, R_ELBOW, L_WRIST, R_WRIST) = range(22)
+(
+    PELVIS,
+    L_HIP,
+    R_HIP,
+    SPINE1,
+    L_KNEE,
+    R_KNEE,
+    SPINE2,
+    L_ANKLE,
+    R_ANKLE,
+    SPINE3,
+    L_FOOT,
+    R_FOOT,
+    NECK,
+    L_COLLAR,
+    R_COLLAR,
+    HEAD,
+    L_SHOULDER,
+    R_SHOULDER,
+    L_ELBOW,
+    R_ELBOW,
+    L_WRIST,
+    R_WRIST,
+) = range(22)
 
 LEFT, RIGHT = 0, 1
 SIDE_NAMES = ("left", "right")
@@ -174,7 +196,10 @@ def pose_to_joints(channels: PoseChannels) -> np.ndarray:
         joints[:, COLLAR[side]] = joints[:, SPINE3] + _apply(chest_T33, rest_offset(COLLAR[side]))
         joints[:, SHOULDER[side]] = joints[:, COLLAR[side]] + _apply(chest_T33, rest_offset(SHOULDER[side]))
         upper_T3, forearm_T3 = arm_directions(
-            side, channels.arm_flex_2T[side], channels.arm_abduct_2T[side], channels.elbow_2T[side],
+            side,
+            channels.arm_flex_2T[side],
+            channels.arm_abduct_2T[side],
+            channels.elbow_2T[side],
             channels.bend_up_2T[side],
         )
         # Arms hang in the heading frame (gravity), not in the leaning chest frame.

@@ -21,7 +21,20 @@ from scipy.signal import find_peaks
 
 from .actions import Action
 from .body import (
-    ANKLE, ELBOW, HEAD, HIP, KNEE, L_HIP, L_SHOULDER, PELVIS, R_HIP, R_SHOULDER, SHOULDER, SIDE_NAMES, TOE, WRIST,
+    ANKLE,
+    ELBOW,
+    HEAD,
+    HIP,
+    KNEE,
+    L_HIP,
+    L_SHOULDER,
+    PELVIS,
+    R_HIP,
+    R_SHOULDER,
+    SHOULDER,
+    SIDE_NAMES,
+    TOE,
+    WRIST,
 )
 
 # Thresholds, in metres and seconds; each is set from what the action means, with a margin on both sides.
@@ -135,18 +148,20 @@ class _Motion:
         self.num_frames = len(joints)
         self.heading = _heading(self.joints)
         self.pelvis_xz = self.joints[:, PELVIS][:, [0, 2]]
-        self.leg_length = np.array([
-            np.linalg.norm(self.joints[:, KNEE[s]] - self.joints[:, HIP[s]], axis=-1).mean()
-            + np.linalg.norm(self.joints[:, ANKLE[s]] - self.joints[:, KNEE[s]], axis=-1).mean()
-            for s in (0, 1)
-        ])
+        self.leg_length = np.array(
+            [
+                np.linalg.norm(self.joints[:, KNEE[s]] - self.joints[:, HIP[s]], axis=-1).mean()
+                + np.linalg.norm(self.joints[:, ANKLE[s]] - self.joints[:, KNEE[s]], axis=-1).mean()
+                for s in (0, 1)
+            ]
+        )
         ankle_height = self.joints[:, list(ANKLE), 1].T
         toe_height = self.joints[:, list(TOE), 1].T
         self.rise_2T = ankle_height - np.percentile(ankle_height, 5, axis=1)[:, None]
         toe_rise_2T = toe_height - np.percentile(toe_height, 5, axis=1)[:, None]
-        foot_speed = np.stack([
-            np.linalg.norm(np.gradient(self.joints[:, ANKLE[s]][:, [0, 2]], axis=0), axis=-1) * fps for s in (0, 1)
-        ])
+        foot_speed = np.stack(
+            [np.linalg.norm(np.gradient(self.joints[:, ANKLE[s]][:, [0, 2]], axis=0), axis=-1) * fps for s in (0, 1)]
+        )
         # Off the floor means heel and toe both up: a raised heel alone (standing on the toes) is not a flight.
         self.airborne_2T = (self.rise_2T > AIRBORNE_RISE) & (toe_rise_2T > AIRBORNE_RISE)
         self.planted_2T = ~self.airborne_2T & (foot_speed < STILL_SPEED)
@@ -210,10 +225,16 @@ def _jump_actions(motion: _Motion, jumps) -> list[DetectedAction]:
             delta = motion.feet_middle(after) - motion.feet_middle(before)
             forward += _to_body(delta, motion.heading[before])[1]
         per_jump = forward / len(group)
-        actions.append(DetectedAction(
-            "jump", direction="forward" if per_jump > 0.12 else "in_place", count=len(group),
-            start=group[0][0], end=group[-1][1], distance=round(max(forward, 0.0), 3),
-        ))
+        actions.append(
+            DetectedAction(
+                "jump",
+                direction="forward" if per_jump > 0.12 else "in_place",
+                count=len(group),
+                start=group[0][0],
+                end=group[-1][1],
+                distance=round(max(forward, 0.0), 3),
+            )
+        )
     return actions
 
 
@@ -239,18 +260,19 @@ def _run_actions(motion: _Motion, strides) -> list[DetectedAction]:
             direction = "forward" if forward > 0 else "backward"
         else:
             direction = "left" if lateral > 0 else "right"
-        actions.append(DetectedAction("run", direction=direction, start=start, end=end,
-                                      distance=round(float(np.hypot(*delta)), 3)))
+        actions.append(
+            DetectedAction("run", direction=direction, start=start, end=end, distance=round(float(np.hypot(*delta)), 3))
+        )
     return actions
 
 
 def _squat_actions(motion: _Motion, flights) -> list[DetectedAction]:
-    compression = np.stack([
-        (motion.joints[:, HIP[s], 1] - motion.joints[:, ANKLE[s], 1]) / motion.leg_length[s] for s in (0, 1)
-    ]).max(0)
-    split = np.abs(_to_body(
-        motion.joints[:, ANKLE[0]][:, [0, 2]] - motion.joints[:, ANKLE[1]][:, [0, 2]], motion.heading
-    )[:, 1])
+    compression = np.stack(
+        [(motion.joints[:, HIP[s], 1] - motion.joints[:, ANKLE[s], 1]) / motion.leg_length[s] for s in (0, 1)]
+    ).max(0)
+    split = np.abs(
+        _to_body(motion.joints[:, ANKLE[0]][:, [0, 2]] - motion.joints[:, ANKLE[1]][:, [0, 2]], motion.heading)[:, 1]
+    )
     near_flight = np.zeros(motion.num_frames, dtype=bool)
     for start, end in flights:
         near_flight[max(0, start - motion.seconds(0.5)) : end + motion.seconds(0.5) + 1] = True
@@ -262,8 +284,10 @@ def _squat_actions(motion: _Motion, flights) -> list[DetectedAction]:
         elif inside and (compression[t] > SQUAT_EXIT or t == motion.num_frames - 1):
             inside = False
             squats.append((start, t))
-    return [DetectedAction("squat", count=len(group), start=group[0][0], end=group[-1][1])
-            for group in _group(squats, motion.seconds(BOUT_GAP_SECONDS))]
+    return [
+        DetectedAction("squat", count=len(group), start=group[0][0], end=group[-1][1])
+        for group in _group(squats, motion.seconds(BOUT_GAP_SECONDS))
+    ]
 
 
 def _hand_actions(motion: _Motion) -> list[DetectedAction]:
@@ -315,8 +339,9 @@ def _kick_actions(motion: _Motion) -> list[DetectedAction]:
         kicking = (motion.rise_2T[side] > KICK_RISE) & (reach > KICK_REACH) & motion.planted_2T[1 - side]
         kicking &= speed < KICK_MAX_PELVIS_SPEED
         for group in _group(_intervals(kicking), motion.seconds(BOUT_GAP_SECONDS)):
-            actions.append(DetectedAction("kick", side=SIDE_NAMES[side], count=len(group),
-                                          start=group[0][0], end=group[-1][1]))
+            actions.append(
+                DetectedAction("kick", side=SIDE_NAMES[side], count=len(group), start=group[0][0], end=group[-1][1])
+            )
     return actions
 
 
@@ -330,9 +355,16 @@ def _turn_actions(motion: _Motion) -> list[DetectedAction]:
         travel = float(np.linalg.norm(motion.pelvis_xz[after] - motion.pelvis_xz[before]))
         if abs(degrees) < TURN_MIN_DEGREES or travel > TURN_MAX_TRAVEL:
             continue
-        actions.append(DetectedAction("turn", direction="left" if degrees > 0 else "right",
-                                      angle=90 if abs(degrees) < 135 else 180, start=start, end=end,
-                                      degrees=round(degrees, 1)))
+        actions.append(
+            DetectedAction(
+                "turn",
+                direction="left" if degrees > 0 else "right",
+                angle=90 if abs(degrees) < 135 else 180,
+                start=start,
+                end=end,
+                degrees=round(degrees, 1),
+            )
+        )
     return actions
 
 
@@ -396,8 +428,11 @@ def _stand_actions(motion: _Motion, busy: np.ndarray) -> list[DetectedAction]:
     smooth = gaussian_filter1d(motion.joints, 2.0, axis=0, mode="nearest")
     speed = np.linalg.norm(np.diff(smooth, axis=0), axis=-1).max(-1) * motion.fps
     still = np.concatenate([speed < STAND_SPEED, [speed[-1] < STAND_SPEED]]) & ~busy
-    return [DetectedAction("stand", start=start, end=end) for start, end in _intervals(still)
-            if end - start + 1 >= motion.seconds(STAND_SECONDS)]
+    return [
+        DetectedAction("stand", start=start, end=end)
+        for start, end in _intervals(still)
+        if end - start + 1 >= motion.seconds(STAND_SECONDS)
+    ]
 
 
 def _merge_repeats(actions: list[DetectedAction], gap: int) -> list[DetectedAction]:
@@ -406,7 +441,10 @@ def _merge_repeats(actions: list[DetectedAction], gap: int) -> list[DetectedActi
     for action in actions:
         last = merged[-1] if merged else None
         same = last is not None and (last.name, last.direction, last.side) == (
-            action.name, action.direction, action.side)
+            action.name,
+            action.direction,
+            action.side,
+        )
         if same and action.name != "turn" and action.start - last.end <= gap:
             last.end = max(last.end, action.end)
             if last.count is not None:
@@ -443,5 +481,6 @@ def detect(joints, fps: float = 20.0) -> Detection:
         "kicks": sum(a.count for a in actions if a.name == "kick"),
         "steps": sum(a.count for a in actions if a.name in ("walk", "side_step")),
     }
-    return Detection(actions, float(np.degrees(motion.heading[-1] - motion.heading[0])), float(net[1]),
-                     float(net[0]), counts)
+    return Detection(
+        actions, float(np.degrees(motion.heading[-1] - motion.heading[0])), float(net[1]), float(net[0]), counts
+    )

@@ -12,7 +12,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..motion import HUMANML3D, HUMANML3D_BONE_LENGTHS
+from moscale.motion.representation import HUMANML3D, HUMANML3D_BONE_LENGTHS
+
 from .body import ANKLE, ANKLE_HEIGHT, ELBOW, HIP, KNEE, PELVIS, SHOULDER, SPINE3, TOE, TOE_HEIGHT, WRIST
 from .generator import Clip, generate_clip
 
@@ -44,8 +45,11 @@ def clip_figures(clip: Clip, fps: float = HUMANML3D.fps) -> dict[str, float]:
     height_error, slide = 0.0, 0.0
     for side in (0, 1):
         planted = clip.stance_2T[side]
-        height_error = max(height_error, np.abs(joints[planted, TOE[side], 1] - TOE_HEIGHT).max(initial=0.0),
-                           np.abs(joints[planted, ANKLE[side], 1] - ANKLE_HEIGHT[side]).max(initial=0.0))
+        height_error = max(
+            height_error,
+            np.abs(joints[planted, TOE[side], 1] - TOE_HEIGHT).max(initial=0.0),
+            np.abs(joints[planted, ANKLE[side], 1] - ANKLE_HEIGHT[side]).max(initial=0.0),
+        )
         still = planted[1:] & planted[:-1]
         for joint in (ANKLE[side], TOE[side]):
             slide = max(slide, np.linalg.norm(np.diff(joints[:, joint], axis=0)[still], axis=-1).max(initial=0.0))
@@ -76,8 +80,9 @@ def clip_figures(clip: Clip, fps: float = HUMANML3D.fps) -> dict[str, float]:
     figures["min_signed_knee_flexion_deg"] = float(min(knee_bend))
     figures["max_elbow_flexion_deg"] = float(max(elbow))
     figures["max_hip_flexion_deg"] = float(max(hip))
-    figures["max_trunk_lean_deg"] = float(_angle_degrees(joints[:, SPINE3] - joints[:, PELVIS],
-                                                         np.array([0.0, 1.0, 0.0])).max())
+    figures["max_trunk_lean_deg"] = float(
+        _angle_degrees(joints[:, SPINE3] - joints[:, PELVIS], np.array([0.0, 1.0, 0.0])).max()
+    )
     return figures
 
 
@@ -98,16 +103,21 @@ def summary(num_clips: int, seed: int) -> tuple[dict[str, float], dict[str, dict
             if action.distance and action.name != "run":
                 per_action[action.name]["metres_per_repetition"].append(action.distance / repetitions)
     spread = {
-        name: {f"{key} (5%, 50%, 95%)": tuple(round(float(v), 2) for v in np.percentile(values, [5, 50, 95]))
-               for key, values in stats.items()}
+        name: {
+            f"{key} (5%, 50%, 95%)": tuple(round(float(v), 2) for v in np.percentile(values, [5, 50, 95]))
+            for key, values in stats.items()
+        }
         for name, stats in sorted(per_action.items())
     }
     return worst, spread
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m moscale.synthetic.plausibility", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m moscale.synthetic.plausibility",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--num-clips", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -44,15 +44,20 @@ def dataset_statistics(folder: str | os.PathLike) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m moscale.synthetic.statistics", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m moscale.synthetic.statistics",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("folder", help="a folder written by python -m moscale.synthetic")
     args = parser.parse_args(argv)
     figures = dataset_statistics(args.folder)
     print(f"clips: {figures['clips']}")
-    for title, key, form in (("actions per clip", "actions_per_clip", ".0%"),
-                             ("share of all actions", "action_share", ".1%"),
-                             ("counts among counted actions", "count_share", ".0%")):
+    for title, key, form in (
+        ("actions per clip", "actions_per_clip", ".0%"),
+        ("share of all actions", "action_share", ".1%"),
+        ("counts among counted actions", "count_share", ".0%"),
+    ):
         print(f"{title}: " + ", ".join(f"{name}: {share:{form}}" for name, share in figures[key].items()))
     print(f"rows per clip: {figures['rows_min']} to {figures['rows_max']}, median {figures['rows_median']:g}")
     print(f"distinct captions: {figures['distinct_captions']:,} of {figures['captions']:,}")

@@ -17,15 +17,15 @@ from scipy.ndimage import gaussian_filter1d, minimum_filter1d
 
 from .body import (
     ANKLE_HEIGHT,
+    L_HIP,
     LEFT,
     LEG_REACH,
+    R_HIP,
     RIGHT,
     SIDE_SIGN,
     PoseChannels,
     rest_offset,
     standing_pelvis_height,
-    L_HIP,
-    R_HIP,
 )
 
 FPS = 20
@@ -73,7 +73,7 @@ class Style:
     lean: float
 
     @classmethod
-    def sample(cls, rng: np.random.Generator) -> "Style":
+    def sample(cls, rng: np.random.Generator) -> Style:
         return cls(
             speed=rng.uniform(0.8, 1.25),
             stance_width=rng.uniform(0.16, 0.26),

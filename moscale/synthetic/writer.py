@@ -1,6 +1,6 @@
 """Write generated clips as a HumanML3D-layout folder, plus the exact ground truth in `semantics.jsonl`.
 
-    new_joint_vecs/<id>.npy  (T, 263) float32, `moscale.motion.features_from_joints` of the T + 1 generated frames
+    new_joint_vecs/<id>.npy  (T, 263) float32, `moscale.motion.representation.features_from_joints` of the T + 1 generated frames
     new_joints/<id>.npy      (T, 22, 3) float32, `recover_from_ric` of those features (as HumanML3D made them)
     texts/<id>.txt           3 captions, `caption#lemma/POS ...#0.0#0.0`
     train.txt val.txt test.txt   ids, 80 / 5 / 15 % like HumanML3D
@@ -23,11 +23,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..motion import HUMANML3D, average_std_within_groups, features_from_joints, recover_from_ric
+from moscale.motion.representation import HUMANML3D, average_std_within_groups, features_from_joints, recover_from_ric
+
 from .captions import caption_line, make_captions
 from .generator import generate_clip
 
 SPLIT_FRACTIONS = {"train": 0.80, "val": 0.05, "test": 0.15}
+
 
 @dataclass
 class SyntheticExample:
@@ -96,16 +98,24 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def write_dataset(out: str | os.PathLike, num_clips: int, seed: int = 0, workers: int | None = None,
-                  overwrite: bool = False, progress: bool = True) -> Path:
+def write_dataset(
+    out: str | os.PathLike,
+    num_clips: int,
+    seed: int = 0,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
     """Generate `num_clips` clips into `out` (created); returns the folder. Refuses a folder that already holds a
     dataset unless `overwrite`."""
     if num_clips < 1:
         raise ValueError(f"num_clips must be at least 1, got {num_clips}")
     root = Path(out)
     if (root / "new_joint_vecs").exists() and not overwrite:
-        raise FileExistsError(f"{root} already holds a dataset (new_joint_vecs/); pass overwrite=True "
-                              "(--overwrite) or choose another folder")
+        raise FileExistsError(
+            f"{root} already holds a dataset (new_joint_vecs/); pass overwrite=True "
+            "(--overwrite) or choose another folder"
+        )
     for folder in ("new_joint_vecs", "new_joints", "texts"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     workers = workers or min(os.cpu_count() or 1, 8)
@@ -118,8 +128,9 @@ def write_dataset(out: str | os.PathLike, num_clips: int, seed: int = 0, workers
     else:
         pool, results = None, map(_write_example, tasks)
     try:
-        for record, feature_sum, feature_square, rows in tqdm(results, total=num_clips, disable=not progress,
-                                                              desc="synthetic clips", unit="clip"):
+        for record, feature_sum, feature_square, rows in tqdm(
+            results, total=num_clips, disable=not progress, desc="synthetic clips", unit="clip"
+        ):
             record["split"] = splits[record["id"]]
             semantics.append(record)
             if record["split"] == "train":

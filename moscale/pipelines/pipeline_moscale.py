@@ -10,7 +10,7 @@ The pipeline holds these components (diffusers' `model_index.json` records them)
 Sampling follows the authors' `MoScale.generate` step for step (docs/pipeline.md and the parity README, section
 6.3): scale by scale, each with a few mask-and-repredict refinement steps on a cosine schedule, classifier-free
 guidance on a per-scale ramp, the authors' top-p filter, and one multinomial draw per (scale, step); the tensor
-functions of these steps live in `moscale/sampling.py`. Editing reuses the same loop: positions whose frames are
+functions of these steps live in `moscale/schedulers/scheduling_moscale.py`. Editing reuses the same loop: positions whose frames are
 kept hold the source motion's tokens and are never re-masked.
 
 Shape suffixes follow VAR: B batch, L tokens of one scale, V codebook size, C code dim, T latent steps, N frames,
@@ -32,11 +32,23 @@ from diffusers.utils import BaseOutput
 from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .length_estimator import MoScaleLengthEstimator
-from .modeling_moscale import MASK_ID, PAD_ID, MoScaleForTextToMotion, MoScaleKVCache, MoScaleTextConditioning
-from .modeling_moscale_vq import MoScaleVQModel
-from .motion import recover_from_ric, skeleton_for
-from .sampling import cfg_weight, edit_token_masks, num_tokens_to_mask, sample_tokens, seam_blend_weights
+from moscale.models.modeling_length_estimator import MoScaleLengthEstimator
+from moscale.models.modeling_moscale import (
+    MASK_ID,
+    PAD_ID,
+    MoScaleForTextToMotion,
+    MoScaleKVCache,
+    MoScaleTextConditioning,
+)
+from moscale.models.modeling_moscale_vq import MoScaleVQModel
+from moscale.motion.representation import recover_from_ric, skeleton_for
+from moscale.schedulers.scheduling_moscale import (
+    cfg_weight,
+    edit_token_masks,
+    num_tokens_to_mask,
+    sample_tokens,
+    seam_blend_weights,
+)
 
 __all__ = ["MoScalePipeline", "MoScalePipelineOutput"]
 
@@ -639,7 +651,9 @@ class MoScalePipeline(DiffusionPipeline):
         )
         prompts = self._check_prompt(prompt, prompt_embeds)
         if prompt_attention_mask is not None and prompt_embeds is None:
-            raise ValueError("prompt_attention_mask goes with prompt_embeds; with a prompt the tokenizer makes the mask")
+            raise ValueError(
+                "prompt_attention_mask goes with prompt_embeds; with a prompt the tokenizer makes the mask"
+            )
         device = self._execution_device
         editing = source_motion is not None
         if not editing and (edit_mask is not None or edit_spans is not None):

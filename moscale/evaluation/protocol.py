@@ -8,21 +8,21 @@ and one random crop per item (the authors' evaluation loader), one generation pe
 with guidance 5 and refinement steps (1, 2, 5, 10), 30 generations per text in the first 3 batches for
 MultiModality. Each metric is reported as mean +- 1.96 std / sqrt(repeats) over 20 repeats.
 
-The same protocol runs as `python -m moscale.evaluation` or `examples/evaluate.py`. It is expensive, so it
+The same protocol runs as `python -m moscale.evaluation.protocol` or `examples/evaluate.py`. It is expensive, so it
 runs unchanged on several processes (`torchrun --nproc_per_node N examples/evaluate.py ...` or
 `accelerate launch`): the generation jobs are split between processes and the embeddings gathered. Every random
 draw comes from a seed derived from (--seed, repeat, batch, generation), never from a stream shared across
 batches, so a run gives the same numbers on any number of processes.
 
 Evaluators (`--evaluator`):
-- ``t2m``: the standard T2M evaluator (`moscale.evaluator`, `finest.tar` + GloVe); the numbers compare with the
+- ``t2m``: the standard T2M evaluator (`moscale.evaluation.t2m_evaluator`, `finest.tar` + GloVe); the numbers compare with the
   paper's tables.
-- ``contrastive``: a `moscale.contrastive_evaluator` model trained with `examples/train_evaluator.py`, for data
+- ``contrastive``: a `moscale.evaluation.contrastive_evaluator` model trained with `examples/train_evaluator.py`, for data
   without the standard evaluator; its numbers compare only with runs using the same evaluator weights.
 
 With ``--semantics`` (a procedural dataset's ``semantics.jsonl``), each evaluated generation also goes through
 the dataset's detectors, and the semantic accuracy per category and text complexity is reported beside the same
-figure for the real motions (the detectors' ceiling); see `moscale.semantic_accuracy`.
+figure for the real motions (the detectors' ceiling); see `moscale.evaluation.semantic_accuracy`.
 
 Outputs in --output_dir: ``results.json`` (settings, environment, every repeat, mean and interval) and
 ``results.md`` (a Markdown table with the paper's values beside ours).
@@ -47,10 +47,16 @@ from accelerate import Accelerator, PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from moscale.data import FOLDER_FORMATS, MAX_MOTION_LENGTH, MotionTransform, load_motion_dataset
-from moscale.metrics import PROTOCOL_BATCH_SIZE, confidence_interval, t2m_metrics
-from moscale.motion import recover_from_ric
-from moscale.semantic_accuracy import CATEGORIES, detect_actions, flatten_accuracy, load_semantics, semantic_accuracy
+from moscale.evaluation.metrics import PROTOCOL_BATCH_SIZE, confidence_interval, t2m_metrics
+from moscale.evaluation.semantic_accuracy import (
+    CATEGORIES,
+    detect_actions,
+    flatten_accuracy,
+    load_semantics,
+    semantic_accuracy,
+)
+from moscale.motion.data import FOLDER_FORMATS, MAX_MOTION_LENGTH, MotionTransform, load_motion_dataset
+from moscale.motion.representation import recover_from_ric
 
 logger = logging.getLogger(__name__)
 
@@ -183,14 +189,14 @@ class ContrastiveCoEmbedder:
 def load_co_embedder(kind: str, path: str | None, glove_path: str | None, dataset: str, device) -> CoEmbedder:
     """Builds the evaluator named on the command line (see the module docstring)."""
     if kind == "t2m":
-        from moscale.evaluator import T2MEvaluator, WordVectorizer
+        from moscale.evaluation.t2m_evaluator import T2MEvaluator, WordVectorizer
 
         if path is None or glove_path is None:
             raise ValueError("--evaluator t2m needs --evaluator_path (finest.tar or its folder) and --glove_path.")
         evaluator = T2MEvaluator.from_pretrained(path, dataset=dataset, device=device)
         return T2MCoEmbedder(evaluator, WordVectorizer.from_pretrained(glove_path))
     if kind == "contrastive":
-        from moscale.contrastive_evaluator import ContrastiveEvaluatorModel
+        from moscale.evaluation.contrastive_evaluator import ContrastiveEvaluatorModel
 
         if path is None:
             raise ValueError("--evaluator contrastive needs --evaluator_path (a train_evaluator.py output folder).")
@@ -235,7 +241,7 @@ def pipeline_generator(pipeline, settings: ProtocolSettings) -> MotionGenerator:
 
 
 def load_pipeline(path: str, dtype: torch.dtype, dataset: str, text_encoder: str | None = None):
-    """A `MoScalePipeline` folder, or the two folders `moscale.convert_original_checkpoint` writes.
+    """A `MoScalePipeline` folder, or the two folders `moscale.models.convert_original_checkpoint` writes.
 
     A converted folder (``vq_model/`` + ``transformer/``, no ``model_index.json``) is assembled into a pipeline
     with the text encoder the transformer was trained with (``transformer.config.text_encoder_name``, or
@@ -243,7 +249,7 @@ def load_pipeline(path: str, dtype: torch.dtype, dataset: str, text_encoder: str
     normalisation statistics: the authors' training scripts normalise motions with those, not with the
     dataset's Mean.npy/Std.npy.
     """
-    from moscale.pipeline_moscale import MoScalePipeline
+    from moscale.pipelines.pipeline_moscale import MoScalePipeline
 
     folder = Path(path)
     converted = (folder / "vq_model").is_dir() and (folder / "transformer").is_dir()
@@ -252,9 +258,9 @@ def load_pipeline(path: str, dtype: torch.dtype, dataset: str, text_encoder: str
 
     from transformers import AutoTokenizer, T5EncoderModel
 
-    from moscale.evaluator import load_evaluator_stats
-    from moscale.modeling_moscale import MoScaleForTextToMotion
-    from moscale.modeling_moscale_vq import MoScaleVQModel
+    from moscale.evaluation.t2m_evaluator import load_evaluator_stats
+    from moscale.models.modeling_moscale import MoScaleForTextToMotion
+    from moscale.models.modeling_moscale_vq import MoScaleVQModel
 
     transformer = MoScaleForTextToMotion.from_pretrained(folder / "transformer", dtype=dtype)
     text_encoder = text_encoder or transformer.config.text_encoder_name
@@ -556,7 +562,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--pipeline",
         required=True,
-        help="A MoScalePipeline folder or Hub id, or the output folder of moscale.convert_original_checkpoint.",
+        help="A MoScalePipeline folder or Hub id, or the output folder of moscale.models.convert_original_checkpoint.",
     )
     parser.add_argument(
         "--text_encoder", help="Converted checkpoints only: T5 encoder + tokenizer (default: the one they name)."
@@ -576,7 +582,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch_size", type=int, default=PROTOCOL_BATCH_SIZE, help="R-precision gallery size.")
     parser.add_argument("--guidance_scale", type=float, default=None, help="Default: 5 (HumanML3D), 3 (KIT-ML).")
     parser.add_argument(
-        "--refinement_steps", type=int, nargs="+", default=None,
+        "--refinement_steps",
+        type=int,
+        nargs="+",
+        default=None,
         help="Steps per scale, coarse to fine (default: the transformer's own, (1, 2, 5, 10) for the paper's model).",
     )
     parser.add_argument("--no_multimodality", action="store_true", help="Skip the 30-generation MultiModality runs.")
@@ -667,8 +676,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "items_evaluated_per_repeat": num_batches * settings.batch_size,
         "settings": asdict(settings),
         "environment": environment(accelerator, dtype),
-        "arguments": {name: value if isinstance(value, (int, float, bool, type(None))) else str(value)
-                      for name, value in vars(args).items()},
+        "arguments": {
+            name: value if isinstance(value, (int, float, bool, type(None))) else str(value)
+            for name, value in vars(args).items()
+        },
         "seconds": time.time() - started,
         "summary": summary,
         "repeats": repeats,
@@ -688,7 +699,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def command_line(argv: list[str] | None = None) -> dict[str, Any]:
-    """`moscale evaluate ...` / `python -m moscale.evaluation ...`."""
+    """`moscale evaluate ...` / `python -m moscale.evaluation.protocol ...`."""
     return main(parse_args(argv))
 
 

@@ -61,7 +61,7 @@ def load_semantics(path: str | os.PathLike) -> dict[str, dict[str, Any]]:
 
 def detect_actions(joints_TJ3: np.ndarray, fps: float = 20.0) -> list[dict[str, Any]]:
     """The actions `moscale.synthetic.detect` finds in HumanML3D joints (T, 22, 3), as plain dicts in time order."""
-    from .synthetic import detect
+    from moscale.synthetic import detect
 
     return detect(np.asarray(joints_TJ3), fps=fps).to_dict()["actions"]
 

@@ -94,11 +94,36 @@ HUMANML3D = SkeletonSpec(
     joints_num=22,
     feature_dim=263,
     fps=20.0,
-    kinematic_chain=((0, 2, 5, 8, 11), (0, 1, 4, 7, 10), (0, 3, 6, 9, 12, 15), (9, 14, 17, 19, 21), (9, 13, 16, 18, 20)),
+    kinematic_chain=(
+        (0, 2, 5, 8, 11),
+        (0, 1, 4, 7, 10),
+        (0, 3, 6, 9, 12, 15),
+        (9, 14, 17, 19, 21),
+        (9, 13, 16, 18, 20),
+    ),
     raw_offsets=(
-        (0, 0, 0), (1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, -1, 0), (0, 1, 0), (0, -1, 0),
-        (0, -1, 0), (0, 1, 0), (0, 0, 1), (0, 0, 1), (0, 1, 0), (1, 0, 0), (-1, 0, 0), (0, 0, 1),
-        (0, -1, 0), (0, -1, 0), (0, -1, 0), (0, -1, 0), (0, -1, 0), (0, -1, 0),
+        (0, 0, 0),
+        (1, 0, 0),
+        (-1, 0, 0),
+        (0, 1, 0),
+        (0, -1, 0),
+        (0, -1, 0),
+        (0, 1, 0),
+        (0, -1, 0),
+        (0, -1, 0),
+        (0, 1, 0),
+        (0, 0, 1),
+        (0, 0, 1),
+        (0, 1, 0),
+        (1, 0, 0),
+        (-1, 0, 0),
+        (0, 0, 1),
+        (0, -1, 0),
+        (0, -1, 0),
+        (0, -1, 0),
+        (0, -1, 0),
+        (0, -1, 0),
+        (0, -1, 0),
     ),
     leg_joints=(5, 8),
     foot_left=(7, 10),
@@ -114,9 +139,27 @@ KIT_ML = SkeletonSpec(
     fps=12.5,
     kinematic_chain=((0, 11, 12, 13, 14, 15), (0, 16, 17, 18, 19, 20), (0, 1, 2, 3, 4), (3, 5, 6, 7), (3, 8, 9, 10)),
     raw_offsets=(
-        (0, 0, 0), (0, 1, 0), (0, 1, 0), (0, 1, 0), (0, 1, 0), (1, 0, 0), (0, -1, 0), (0, -1, 0),
-        (-1, 0, 0), (0, -1, 0), (0, -1, 0), (1, 0, 0), (0, -1, 0), (0, -1, 0), (0, 0, 1), (0, 0, 1),
-        (-1, 0, 0), (0, -1, 0), (0, -1, 0), (0, 0, 1), (0, 0, 1),
+        (0, 0, 0),
+        (0, 1, 0),
+        (0, 1, 0),
+        (0, 1, 0),
+        (0, 1, 0),
+        (1, 0, 0),
+        (0, -1, 0),
+        (0, -1, 0),
+        (-1, 0, 0),
+        (0, -1, 0),
+        (0, -1, 0),
+        (1, 0, 0),
+        (0, -1, 0),
+        (0, -1, 0),
+        (0, 0, 1),
+        (0, 0, 1),
+        (-1, 0, 0),
+        (0, -1, 0),
+        (0, -1, 0),
+        (0, 0, 1),
+        (0, 0, 1),
     ),
     leg_joints=(17, 18),
     foot_left=(19, 20),
@@ -130,9 +173,28 @@ KIT_ML = SkeletonSpec(
 # the 170 frames of new_joints/012314.npy (spread 2.4e-7 m); all processed clips share these lengths.
 HUMANML3D_BONE_LENGTHS = np.array(
     [
-        0.0, 0.10307396, 0.10988336, 0.13156823, 0.39362319, 0.39018822, 0.14319022, 0.43243300,
-        0.42564340, 0.05736474, 0.14338179, 0.14941905, 0.21936005, 0.13748679, 0.14338281, 0.10303921,
-        0.13161396, 0.12298439, 0.25683990, 0.26309186, 0.26601182, 0.26987629,
+        0.0,
+        0.10307396,
+        0.10988336,
+        0.13156823,
+        0.39362319,
+        0.39018822,
+        0.14319022,
+        0.43243300,
+        0.42564340,
+        0.05736474,
+        0.14338179,
+        0.14941905,
+        0.21936005,
+        0.13748679,
+        0.14338281,
+        0.10303921,
+        0.13161396,
+        0.12298439,
+        0.25683990,
+        0.26309186,
+        0.26601182,
+        0.26987629,
     ],
     dtype=np.float64,
 )
@@ -448,9 +510,7 @@ def features_from_joints(
         np.broadcast_to(root_rot_T4[:-1, None], global_positions[1:].shape[:-1] + (4,)),
         global_positions[1:] - global_positions[:-1],
     ).reshape(num_rows, -1)
-    features = np.concatenate(
-        [root_data, ric_data, rot_data, local_velocity, contacts_left, contacts_right], axis=-1
-    )
+    features = np.concatenate([root_data, ric_data, rot_data, local_velocity, contacts_left, contacts_right], axis=-1)
     if not np.isfinite(features).all():
         bad_rows = np.flatnonzero(~np.isfinite(features).all(axis=1))
         raise ValueError(
@@ -513,9 +573,10 @@ def recover_from_ric(features, joints_num: int = 22):
     local = data[..., 4 : (joints_num - 1) * 3 + 4].reshape(data.shape[:-1] + (joints_num - 1, 3))
     heading = qinv(root_quat)[..., None, :].expand(local.shape[:-1] + (4,))
     positions = qrot(heading, local)
-    positions = positions + torch.stack(
-        [root_pos[..., 0], torch.zeros_like(root_pos[..., 0]), root_pos[..., 2]], dim=-1
-    )[..., None, :]
+    positions = (
+        positions
+        + torch.stack([root_pos[..., 0], torch.zeros_like(root_pos[..., 0]), root_pos[..., 2]], dim=-1)[..., None, :]
+    )
     positions = torch.cat([root_pos[..., None, :], positions], dim=-2)
     return positions.numpy() if to_numpy else positions
 

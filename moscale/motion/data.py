@@ -38,7 +38,7 @@ import torch
 from datasets import Array2D, Dataset, Features, IterableDataset, List, NamedSplit, Value
 from datasets.exceptions import DatasetGenerationError
 
-from .motion import HUMANML3D, KIT_ML, SkeletonSpec
+from moscale.motion.representation import HUMANML3D, KIT_ML, SkeletonSpec
 
 __all__ = [
     "FOLDER_FORMATS",

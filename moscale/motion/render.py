@@ -1,6 +1,6 @@
 """Pictures of motions: animated GIF / MP4 of skeletons and still PNG strips of key frames.
 
-    from moscale.render import render_animation, render_keyframes
+    from moscale.motion.render import render_animation, render_keyframes
     render_animation([joints_a, joints_b], "compare.gif", captions=["generated", "ground truth"])
     render_keyframes(joints, "strip.png", caption="a person waves", num_keyframes=6)
 
@@ -8,7 +8,7 @@ Motions are joint positions (T, J, 3), y up (HumanML3D: 22 joints, metres, 20 fp
 un-normalised features (T, 263) / (T, 251), which are turned into joints with `recover_from_ric`. Each motion
 gets its own panel with the same camera: the skeleton (left side blue, right side red), the ground plane, and the
 root's path on the ground (the part already walked drawn solid). Command line:
-`python -m moscale.render MOTION.npy [MORE.npy ...] --out FILE.{gif,mp4,png} [--caption TEXT ...]`.
+`python -m moscale.motion.render MOTION.npy [MORE.npy ...] --out FILE.{gif,mp4,png} [--caption TEXT ...]`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
-from .motion import recover_from_ric, skeleton_for
+from moscale.motion.representation import recover_from_ric, skeleton_for
 
 # Kinematic chains come in the order right leg, left leg, spine, right arm, left arm for both skeletons.
 _CHAIN_COLORS = ("#d62728", "#1f77b4", "#3a3a3a", "#d62728", "#1f77b4")
@@ -97,8 +97,10 @@ class _SkeletonPanel:
         self.grid = [ax.plot([], [], [], color="#cacaca", lw=0.5, zorder=1)[0] for _ in range(2 * self._GRID_LINES)]
         (self.path,) = ax.plot([], [], [], color="#ffbf69", lw=1.0, zorder=2)
         (self.walked,) = ax.plot([], [], [], color="#ff7f0e", lw=1.8, zorder=3)
-        self.bones = [ax.plot([], [], [], color=color, lw=2.5, solid_capstyle="round", zorder=4 + i)[0]
-                      for i, color in enumerate(_CHAIN_COLORS[: len(self.chains)])]
+        self.bones = [
+            ax.plot([], [], [], color=color, lw=2.5, solid_capstyle="round", zorder=4 + i)[0]
+            for i, color in enumerate(_CHAIN_COLORS[: len(self.chains)])
+        ]
         ax.set_title("\n".join(textwrap.wrap(caption, title_width)), fontsize=9)
         self._look_at(self.center)
 
@@ -106,12 +108,13 @@ class _SkeletonPanel:
         low, high = center - self.radius, center + self.radius
         self.ax.set_xlim(low[0], high[0])
         self.ax.set_ylim(low[1], high[1])
-        self.ground.set_verts([[(low[0], low[1], 0), (high[0], low[1], 0), (high[0], high[1], 0),
-                                (low[0], high[1], 0)]])
+        self.ground.set_verts(
+            [[(low[0], low[1], 0), (high[0], low[1], 0), (high[0], high[1], 0), (low[0], high[1], 0)]]
+        )
         # Grid lines stay put on the ground while the view moves over it.
         for axis in range(2):
             first = np.ceil(low[axis] / self.spacing) * self.spacing
-            for k, line in enumerate(self.grid[axis * self._GRID_LINES:(axis + 1) * self._GRID_LINES]):
+            for k, line in enumerate(self.grid[axis * self._GRID_LINES : (axis + 1) * self._GRID_LINES]):
                 at = first + k * self.spacing
                 ends = np.array([low[1 - axis], high[1 - axis]])
                 xy = (np.full(2, at), ends) if axis == 0 else (ends, np.full(2, at))
@@ -178,9 +181,12 @@ def render_animation(
     motions = _as_motion_list(motions)
     captions = _captions(captions, len(motions))
     fig = _new_figure(panel_size * len(motions), panel_size + 0.3, dpi)
-    panels = [_SkeletonPanel(fig.add_subplot(1, len(motions), i + 1, projection="3d"), joints, caption,
-                             title_width=int(panel_size * 12))
-              for i, (joints, caption) in enumerate(zip(motions, captions))]
+    panels = [
+        _SkeletonPanel(
+            fig.add_subplot(1, len(motions), i + 1, projection="3d"), joints, caption, title_width=int(panel_size * 12)
+        )
+        for i, (joints, caption) in enumerate(zip(motions, captions))
+    ]
     fig.subplots_adjust(left=0, right=1, bottom=0, top=0.88, wspace=0)
     counter = fig.text(0.99, 0.01, "", ha="right", va="bottom", fontsize=7, color="#777777")
     num_frames = max(len(m) for m in motions)
@@ -188,8 +194,9 @@ def render_animation(
         # GIF frame durations are whole hundredths of a second; imageio takes milliseconds.
         writer = imageio.get_writer(path, mode="I", duration=1000.0 * step / fps, loop=0)
     else:
-        writer = imageio.get_writer(path, fps=fps / step, codec="libx264", quality=7, macro_block_size=1,
-                                    pixelformat="yuv420p")
+        writer = imageio.get_writer(
+            path, fps=fps / step, codec="libx264", quality=7, macro_block_size=1, pixelformat="yuv420p"
+        )
     with writer:
         for frame in range(0, num_frames, step):
             for panel in panels:
@@ -244,8 +251,8 @@ def render_keyframes(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m moscale.render`: .npy motions -> a GIF, MP4 or key-frame PNG."""
-    parser = argparse.ArgumentParser(prog="python -m moscale.render", description=__doc__.split("\n\n")[0])
+    """`python -m moscale.motion.render`: .npy motions -> a GIF, MP4 or key-frame PNG."""
+    parser = argparse.ArgumentParser(prog="python -m moscale.motion.render", description=__doc__.split("\n\n")[0])
     parser.add_argument("motions", nargs="+", help=".npy joints (T, 22, 3) or un-normalised features (T, 263)")
     parser.add_argument("--out", required=True, help="output .gif, .mp4 or .png (key frames)")
     parser.add_argument("--caption", action="append", default=None, help="one per motion, in order")

@@ -1,9 +1,9 @@
 """A small trainable text-motion evaluator for data that has no standard evaluator.
 
-The published text-to-motion numbers come from the T2M evaluator (`moscale.evaluator`), which exists only for
+The published text-to-motion numbers come from the T2M evaluator (`moscale.evaluation.t2m_evaluator`), which exists only for
 HumanML3D and KIT-ML. For anything else (the procedural dataset, a user's own capture) this module provides a
 contrastive co-embedding model in the spirit of TMR/CLIP: a text encoder and a motion encoder trained so that a
-caption lies close to its motion. Its embeddings feed the same metric functions (`moscale.metrics`): R-precision,
+caption lies close to its motion. Its embeddings feed the same metric functions (`moscale.evaluation.metrics`): R-precision,
 MM-Dist, FID, Diversity and MultiModality.
 
 Numbers computed with this evaluator are comparable only with other numbers from the SAME evaluator weights, never

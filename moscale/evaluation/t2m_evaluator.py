@@ -12,7 +12,7 @@ co-embeddings of this one network. It is made of three parts, all loaded from th
 
 Motions must be normalised with the evaluator's own statistics (`load_evaluator_stats`), not the dataset's
 `Mean.npy`/`Std.npy`: the two differ (see `docs/evaluation.md`). Copies of the evaluator statistics ship in
-`moscale/evaluator_stats/` under their MIT licence (from GuyTevet/motion-diffusion-model).
+`moscale/evaluation/evaluator_stats/` under their MIT licence (from GuyTevet/motion-diffusion-model).
 
 The checkpoint and the GloVe files are not redistributed here; `T2MEvaluator.from_pretrained` and
 `WordVectorizer.from_pretrained` say where to get them when they are missing.
@@ -441,17 +441,13 @@ class T2MEvaluator(nn.Module):
                 f"{m_lens.tolist()}."
             )
 
-    def _embed_motions_in_order(
-        self, motions: torch.Tensor, m_lens: torch.Tensor, order: torch.Tensor
-    ) -> torch.Tensor:
+    def _embed_motions_in_order(self, motions: torch.Tensor, m_lens: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
         motions = motions.to(self.feature_mean.device).float()[order]
         movements_BLM = self.movement_encoder(motions[..., :-NUM_FOOT_CONTACTS])
         return self.motion_encoder(movements_BLM, m_lens[order] // self.unit_length)
 
     @torch.no_grad()
-    def encode_text(
-        self, word_embs: torch.Tensor, pos_ohot: torch.Tensor, cap_lens: torch.Tensor
-    ) -> torch.Tensor:
+    def encode_text(self, word_embs: torch.Tensor, pos_ohot: torch.Tensor, cap_lens: torch.Tensor) -> torch.Tensor:
         """Text embeddings (B, 512) in the INPUT order. ``cap_lens`` count sos/eos and need not be sorted."""
         if word_embs.ndim != 3 or pos_ohot.shape[:2] != word_embs.shape[:2]:
             raise ValueError(

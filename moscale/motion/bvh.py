@@ -9,7 +9,7 @@ HumanML3D-layout training folder.
 Export: `joints_to_bvh` / `features_to_bvh` write the 22-joint skeleton in a T-pose rest pose with one rotation
 per joint found by inverse kinematics, so Blender, Unity or Unreal can import it.
 
-Command line: `python -m moscale.bvh {convert,export,build-dataset} --help`.
+Command line: `python -m moscale.motion.bvh {convert,export,build-dataset} --help`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from .motion import (
+from moscale.motion.representation import (
     HUMANML3D,
     HUMANML3D_BONE_LENGTHS,
     average_std_within_groups,
@@ -139,8 +139,9 @@ class _Tokens:
         try:
             return kind(word)
         except ValueError:
-            raise ValueError(f"{self.path}, line {self.items[self.index - 1][1]}: expected a number, "
-                             f"found {word!r}") from None
+            raise ValueError(
+                f"{self.path}, line {self.items[self.index - 1][1]}: expected a number, found {word!r}"
+            ) from None
 
 
 def read_bvh(path: str | Path) -> BvhMotion:
@@ -149,8 +150,9 @@ def read_bvh(path: str | Path) -> BvhMotion:
     if not path.is_file():
         raise FileNotFoundError(f"BVH file not found: {path}")
     tokens = _Tokens(path.read_text(encoding="utf-8", errors="replace"), str(path))
-    motion = BvhMotion(names=[], parents=[], offsets_J3=np.zeros((0, 3)), channels=[], frame_time=0.0,
-                       values_FC=np.zeros((0, 0)))
+    motion = BvhMotion(
+        names=[], parents=[], offsets_J3=np.zeros((0, 3)), channels=[], frame_time=0.0, values_FC=np.zeros((0, 0))
+    )
     offsets: list[np.ndarray] = []
 
     def parse_joint(parent: int) -> None:
@@ -179,8 +181,9 @@ def read_bvh(path: str | Path) -> BvhMotion:
                 motion.end_sites[joint] = np.array([tokens.number() for _ in range(3)])
                 tokens.next("}")
             else:
-                raise ValueError(f"{path}, line {tokens.items[tokens.index - 1][1]}: unexpected {word!r} "
-                                 f"in joint {name!r}")
+                raise ValueError(
+                    f"{path}, line {tokens.items[tokens.index - 1][1]}: unexpected {word!r} in joint {name!r}"
+                )
 
     tokens.next("HIERARCHY")
     while tokens.peek() == "ROOT":
@@ -197,11 +200,13 @@ def read_bvh(path: str | Path) -> BvhMotion:
     if motion.frame_time <= 0:
         raise ValueError(f"{path}: Frame Time must be positive, found {motion.frame_time}")
     num_channels = sum(len(c) for c in motion.channels)
-    words = [word for word, _ in tokens.items[tokens.index:]]
+    words = [word for word, _ in tokens.items[tokens.index :]]
     if len(words) != num_frames * num_channels:
-        raise ValueError(f"{path}: the header announces {num_frames} frames x {num_channels} channels = "
-                         f"{num_frames * num_channels} values, but the motion block has {len(words)}; "
-                         "fix the 'Frames:' line or the channel lists")
+        raise ValueError(
+            f"{path}: the header announces {num_frames} frames x {num_channels} channels = "
+            f"{num_frames * num_channels} values, but the motion block has {len(words)}; "
+            "fix the 'Frames:' line or the channel lists"
+        )
     motion.values_FC = np.asarray(words, dtype=np.float64).reshape(num_frames, num_channels)
     motion.offsets_J3 = np.stack(offsets)
     return motion
@@ -227,14 +232,20 @@ def write_bvh(path: str | Path, motion: BvhMotion, precision: int = 6) -> None:
         order.append(joint)
         pad = "\t" * depth
         keyword = "ROOT" if motion.parents[joint] < 0 else "JOINT"
-        lines.extend([f"{pad}{keyword} {motion.names[joint]}", f"{pad}{{",
-                      f"{pad}\tOFFSET {vector(motion.offsets_J3[joint])}",
-                      f"{pad}\tCHANNELS {len(motion.channels[joint])} {' '.join(motion.channels[joint])}"])
+        lines.extend(
+            [
+                f"{pad}{keyword} {motion.names[joint]}",
+                f"{pad}{{",
+                f"{pad}\tOFFSET {vector(motion.offsets_J3[joint])}",
+                f"{pad}\tCHANNELS {len(motion.channels[joint])} {' '.join(motion.channels[joint])}",
+            ]
+        )
         for child in children[joint]:
             emit(child, depth + 1)
         if joint in motion.end_sites:
-            lines.extend([f"{pad}\tEnd Site", f"{pad}\t{{", f"{pad}\t\tOFFSET {vector(motion.end_sites[joint])}",
-                          f"{pad}\t}}"])
+            lines.extend(
+                [f"{pad}\tEnd Site", f"{pad}\t{{", f"{pad}\t\tOFFSET {vector(motion.end_sites[joint])}", f"{pad}\t}}"]
+            )
         lines.append(f"{pad}}}")
 
     for root in (j for j, p in enumerate(motion.parents) if p < 0):
@@ -250,8 +261,27 @@ def write_bvh(path: str | Path, motion: BvhMotion, precision: int = 6) -> None:
 # BVH skeleton -> the 22 HumanML3D joints.
 
 HUMANML3D_JOINT_NAMES = (
-    "pelvis", "l_hip", "r_hip", "spine1", "l_knee", "r_knee", "spine2", "l_ankle", "r_ankle", "spine3", "l_foot",
-    "r_foot", "neck", "l_collar", "r_collar", "head", "l_shoulder", "r_shoulder", "l_elbow", "r_elbow", "l_wrist",
+    "pelvis",
+    "l_hip",
+    "r_hip",
+    "spine1",
+    "l_knee",
+    "r_knee",
+    "spine2",
+    "l_ankle",
+    "r_ankle",
+    "spine3",
+    "l_foot",
+    "r_foot",
+    "neck",
+    "l_collar",
+    "r_collar",
+    "head",
+    "l_shoulder",
+    "r_shoulder",
+    "l_elbow",
+    "r_elbow",
+    "l_wrist",
     "r_wrist",
 )
 
@@ -259,13 +289,23 @@ HUMANML3D_JOINT_NAMES = (
 # positions where the source skeleton has no joint there (weights sum to 1). Source skeletons place the spine
 # and collar joints differently from SMPL, so these are approximate: only bone directions survive into the
 # features, because the HumanML3D processing retargets every clip onto its own bone lengths.
-_LIMBS = {"hip": "{side}UpLeg", "knee": "{side}Leg", "ankle": "{side}Foot", "foot": "{side}ToeBase",
-          "shoulder": "{side}Arm", "elbow": "{side}ForeArm", "wrist": "{side}Hand"}
+_LIMBS = {
+    "hip": "{side}UpLeg",
+    "knee": "{side}Leg",
+    "ankle": "{side}Foot",
+    "foot": "{side}ToeBase",
+    "shoulder": "{side}Arm",
+    "elbow": "{side}ForeArm",
+    "wrist": "{side}Hand",
+}
 
 
 def _sided(limbs: dict[str, str]) -> dict[str, str]:
-    return {f"{s}_{joint}": name.format(side=side) for s, side in (("l", "Left"), ("r", "Right"))
-            for joint, name in limbs.items()}
+    return {
+        f"{s}_{joint}": name.format(side=side)
+        for s, side in (("l", "Left"), ("r", "Right"))
+        for joint, name in limbs.items()
+    }
 
 
 JOINT_MAPPINGS: dict[str, dict[str, str | dict[str, float]]] = {
@@ -273,24 +313,50 @@ JOINT_MAPPINGS: dict[str, dict[str, str | dict[str, float]]] = {
     # Neck, Neck1, Head, LeftShoulder, LeftArm, ...). Spine1 is the upper chest (Neck and LeftShoulder sit on it
     # with zero offsets), Neck1 the middle of the neck.
     "cmu": {
-        "pelvis": "Hips", "spine1": "Spine", "spine2": {"Spine": 0.5, "Spine1": 0.5}, "spine3": "Spine1",
-        "neck": "Neck1", "head": "Head",
-        "l_collar": {"Spine1": 0.5, "LeftArm": 0.5}, "r_collar": {"Spine1": 0.5, "RightArm": 0.5},
+        "pelvis": "Hips",
+        "spine1": "Spine",
+        "spine2": {"Spine": 0.5, "Spine1": 0.5},
+        "spine3": "Spine1",
+        "neck": "Neck1",
+        "head": "Head",
+        "l_collar": {"Spine1": 0.5, "LeftArm": 0.5},
+        "r_collar": {"Spine1": 0.5, "RightArm": 0.5},
         **_sided(_LIMBS),
     },
     # CMU mocap with anatomical joint names (LeftHip, LeftKnee, ..., lowerback, Chest, Chest2, LeftCollar,
     # LeftShoulder, LeftElbow, LeftWrist).
     "cmu-anatomical": {
-        "pelvis": "Hips", "spine1": "Chest", "spine2": {"Chest": 0.5, "Chest2": 0.5}, "spine3": "Chest2",
-        "neck": "Neck", "head": "Head",
-        "l_collar": {"Chest2": 0.5, "LeftShoulder": 0.5}, "r_collar": {"Chest2": 0.5, "RightShoulder": 0.5},
-        **_sided({"hip": "{side}Hip", "knee": "{side}Knee", "ankle": "{side}Ankle", "foot": "{side}Toe",
-                  "shoulder": "{side}Shoulder", "elbow": "{side}Elbow", "wrist": "{side}Wrist"}),
+        "pelvis": "Hips",
+        "spine1": "Chest",
+        "spine2": {"Chest": 0.5, "Chest2": 0.5},
+        "spine3": "Chest2",
+        "neck": "Neck",
+        "head": "Head",
+        "l_collar": {"Chest2": 0.5, "LeftShoulder": 0.5},
+        "r_collar": {"Chest2": 0.5, "RightShoulder": 0.5},
+        **_sided(
+            {
+                "hip": "{side}Hip",
+                "knee": "{side}Knee",
+                "ankle": "{side}Ankle",
+                "foot": "{side}Toe",
+                "shoulder": "{side}Shoulder",
+                "elbow": "{side}Elbow",
+                "wrist": "{side}Wrist",
+            }
+        ),
     },
     # Mixamo and the many rigs that copy its names (a "mixamorig:" style prefix is ignored).
     "mixamo": {
-        "pelvis": "Hips", "spine1": "Spine", "spine2": "Spine1", "spine3": "Spine2", "neck": "Neck", "head": "Head",
-        "l_collar": "LeftShoulder", "r_collar": "RightShoulder", **_sided(_LIMBS),
+        "pelvis": "Hips",
+        "spine1": "Spine",
+        "spine2": "Spine1",
+        "spine3": "Spine2",
+        "neck": "Neck",
+        "head": "Head",
+        "l_collar": "LeftShoulder",
+        "r_collar": "RightShoulder",
+        **_sided(_LIMBS),
     },
     # The files that `joints_to_bvh` writes.
     "humanml3d": {joint: joint for joint in HUMANML3D_JOINT_NAMES},
@@ -307,8 +373,10 @@ def _blend_weights(mapping: dict, names: list[str], where: str) -> np.ndarray:
     missing_keys = [joint for joint in HUMANML3D_JOINT_NAMES if joint not in mapping]
     unknown_keys = [key for key in mapping if key not in HUMANML3D_JOINT_NAMES]
     if missing_keys or unknown_keys:
-        raise ValueError(f"{where}: a joint mapping needs exactly the 22 keys {list(HUMANML3D_JOINT_NAMES)}; "
-                         f"missing {missing_keys}, unknown {unknown_keys}")
+        raise ValueError(
+            f"{where}: a joint mapping needs exactly the 22 keys {list(HUMANML3D_JOINT_NAMES)}; "
+            f"missing {missing_keys}, unknown {unknown_keys}"
+        )
     index = {_bare_name(name): i for i, name in enumerate(names)}
     weights = np.zeros((len(HUMANML3D_JOINT_NAMES), len(names)))
     for row, joint in enumerate(HUMANML3D_JOINT_NAMES):
@@ -316,8 +384,9 @@ def _blend_weights(mapping: dict, names: list[str], where: str) -> np.ndarray:
         blend = {source: 1.0} if isinstance(source, str) else dict(source)
         for name, weight in blend.items():
             if _bare_name(name) not in index:
-                raise ValueError(f"{where}: joint {name!r} (for {joint}) is not in the BVH file, whose joints are "
-                                 f"{names}")
+                raise ValueError(
+                    f"{where}: joint {name!r} (for {joint}) is not in the BVH file, whose joints are {names}"
+                )
             weights[row, index[_bare_name(name)]] += float(weight)
         if not np.isclose(weights[row].sum(), 1.0):
             raise ValueError(f"{where}: the weights for {joint} sum to {weights[row].sum()}, they must sum to 1")
@@ -336,15 +405,19 @@ def resolve_mapping(names: list[str], mapping: str | dict | Path | None = None) 
             needed = {_bare_name(n) for v in candidate.values() for n in ([v] if isinstance(v, str) else v)}
             if needed <= present:
                 return key, _blend_weights(candidate, names, f"mapping {key!r}")
-        raise ValueError(f"No built-in joint mapping ({', '.join(JOINT_MAPPINGS)}) fits a skeleton with joints "
-                         f"{names}: write a JSON mapping (docs/io.md) and pass it as mapping=")
+        raise ValueError(
+            f"No built-in joint mapping ({', '.join(JOINT_MAPPINGS)}) fits a skeleton with joints "
+            f"{names}: write a JSON mapping (docs/io.md) and pass it as mapping="
+        )
     if isinstance(mapping, str) and mapping in JOINT_MAPPINGS:
         return mapping, _blend_weights(JOINT_MAPPINGS[mapping], names, f"mapping {mapping!r}")
     if isinstance(mapping, (str, Path)):
         path = Path(mapping)
         if not path.is_file():
-            raise FileNotFoundError(f"Joint mapping {mapping!r} is neither a built-in mapping "
-                                    f"({', '.join(JOINT_MAPPINGS)}) nor an existing JSON file")
+            raise FileNotFoundError(
+                f"Joint mapping {mapping!r} is neither a built-in mapping "
+                f"({', '.join(JOINT_MAPPINGS)}) nor an existing JSON file"
+            )
         return str(path), _blend_weights(json.loads(path.read_text()), names, str(path))
     return "custom", _blend_weights(mapping, names, "custom mapping")
 
@@ -413,8 +486,10 @@ def load_bvh_joints(
     leg_length = bone_lengths[[3, 4, 6, 7]].sum() / 2.0  # the bones ending at the knees and ankles
     if bone_lengths.min() <= 1e-6 * leg_length:
         short = [HUMANML3D_JOINT_NAMES[j + 1] for j in np.flatnonzero(bone_lengths <= 1e-6 * leg_length)]
-        raise ValueError(f"{where}: the mapping puts {short} on their parent joint (zero-length bones in the rest "
-                         "pose); map them to distinct joints or blends")
+        raise ValueError(
+            f"{where}: the mapping puts {short} on their parent joint (zero-length bones in the rest "
+            "pose); map them to distinct joints or blends"
+        )
     if scale == "auto":
         scale = HUMANML3D_BONE_LENGTHS[[4, 5, 7, 8]].sum() / 2.0 / leg_length
     elif not isinstance(scale, (int, float)) or scale <= 0:
@@ -432,16 +507,33 @@ def load_bvh_joints(
 # Rest pose of the exported skeleton: a T-pose facing +z (y up, the body's left on +x). Bones leaving the two
 # branching joints (the pelvis and spine3) are not listed: their rest offsets come from the motion itself.
 _REST_DIRECTIONS = {
-    4: (0, -1, 0), 5: (0, -1, 0), 6: (0, 1, 0), 7: (0, -1, 0), 8: (0, -1, 0), 9: (0, 1, 0), 10: (0, 0, 1),
-    11: (0, 0, 1), 15: (0, 1, 0), 16: (1, 0, 0), 17: (-1, 0, 0), 18: (1, 0, 0), 19: (-1, 0, 0), 20: (1, 0, 0),
+    4: (0, -1, 0),
+    5: (0, -1, 0),
+    6: (0, 1, 0),
+    7: (0, -1, 0),
+    8: (0, -1, 0),
+    9: (0, 1, 0),
+    10: (0, 0, 1),
+    11: (0, 0, 1),
+    15: (0, 1, 0),
+    16: (1, 0, 0),
+    17: (-1, 0, 0),
+    18: (1, 0, 0),
+    19: (-1, 0, 0),
+    20: (1, 0, 0),
     21: (-1, 0, 0),
 }
 # The pelvis and spine3 each have three children, which move independently in real data (a CMU lower back
 # bends apart from the hips); one rotation cannot place all three, so these six joints get position channels.
 _BRANCH_CHILDREN = (1, 2, 3, 12, 13, 14)
 # End Sites show the last bone of each chain in viewers: (direction, length as a fraction of the parent bone).
-_END_SITES = {10: ((0, 0, 1), 0.5), 11: ((0, 0, 1), 0.5), 15: ((0, 1, 0), 1.0), 20: ((1, 0, 0), 0.3),
-              21: ((-1, 0, 0), 0.3)}
+_END_SITES = {
+    10: ((0, 0, 1), 0.5),
+    11: ((0, 0, 1), 0.5),
+    15: ((0, 1, 0), 1.0),
+    20: ((1, 0, 0), 0.3),
+    21: ((-1, 0, 0), 0.3),
+}
 _EXPORT_CHANNEL_ORDER = "ZXY"  # intrinsic; the middle angle (pitch) rarely reaches +-90 degrees
 
 
@@ -488,8 +580,9 @@ def joints_to_bvh(
         joints = joints.detach().cpu().numpy()
     joints_TK3 = np.asarray(joints, dtype=np.float64)
     if joints_TK3.ndim != 3 or joints_TK3.shape[1:] != (22, 3):
-        raise ValueError(f"joints must have shape (T, 22, 3), got {joints_TK3.shape}; features (T, 263) go "
-                         "through features_to_bvh")
+        raise ValueError(
+            f"joints must have shape (T, 22, 3), got {joints_TK3.shape}; features (T, 263) go through features_to_bvh"
+        )
     if not np.isfinite(joints_TK3).all():
         raise ValueError("joints contain NaN or infinite values")
     if fps <= 0 or units_per_metre <= 0:
@@ -527,28 +620,40 @@ def joints_to_bvh(
     rotation_names = tuple(f"{axis}rotation" for axis in _EXPORT_CHANNEL_ORDER)
     for joint in range(num_joints):
         parent = parents[joint]
-        local_T33 = global_TK33[:, joint] if parent < 0 else (
-            np.swapaxes(global_TK33[:, parent], -1, -2) @ global_TK33[:, joint])
+        local_T33 = (
+            global_TK33[:, joint]
+            if parent < 0
+            else (np.swapaxes(global_TK33[:, parent], -1, -2) @ global_TK33[:, joint])
+        )
         if parent < 0 or joint in _BRANCH_CHILDREN:
             channels.append(_POSITION_CHANNELS + rotation_names)
-            position_T3 = joints_TK3[:, 0] if parent < 0 else np.einsum(
-                "tji,tj->ti", global_TK33[:, parent], bones_TK3[:, joint])
+            position_T3 = (
+                joints_TK3[:, 0] if parent < 0 else np.einsum("tji,tj->ti", global_TK33[:, parent], bones_TK3[:, joint])
+            )
             columns.append(position_T3)
         else:
             channels.append(rotation_names)
         angles_T3 = Rotation.from_matrix(local_T33).as_euler(_EXPORT_CHANNEL_ORDER, degrees=True)
         columns.append(np.unwrap(angles_T3, period=360.0, axis=0))
 
-    end_sites = {joint: lengths_K[joint] * fraction * np.asarray(direction, dtype=np.float64)
-                 for joint, (direction, fraction) in _END_SITES.items()}
+    end_sites = {
+        joint: lengths_K[joint] * fraction * np.asarray(direction, dtype=np.float64)
+        for joint, (direction, fraction) in _END_SITES.items()
+    }
     # The rest pose stands on the ground (y = 0) at the origin; the root's position channels place each frame.
     rest_J3 = np.zeros((num_joints, 3))
     for joint in range(1, num_joints):
         rest_J3[joint] = rest_J3[parents[joint]] + offsets_K3[joint]
     offsets_K3[0] = (0.0, -rest_J3[:, 1].min(), 0.0)
-    motion = BvhMotion(names=list(HUMANML3D_JOINT_NAMES), parents=list(parents), offsets_J3=offsets_K3,
-                       channels=channels, frame_time=1.0 / fps, values_FC=np.concatenate(columns, axis=1),
-                       end_sites=end_sites)
+    motion = BvhMotion(
+        names=list(HUMANML3D_JOINT_NAMES),
+        parents=list(parents),
+        offsets_J3=offsets_K3,
+        channels=channels,
+        frame_time=1.0 / fps,
+        values_FC=np.concatenate(columns, axis=1),
+        end_sites=end_sites,
+    )
     write_bvh(path, motion)
     return motion
 
@@ -586,8 +691,10 @@ def read_captions(path: str | Path) -> dict[str, list[tuple[str, float, float]]]
             continue
         fields = line.rstrip("\n").split("\t")
         if len(fields) not in (2, 4) or not fields[0].strip() or not fields[1].strip():
-            raise ValueError(f"{path}, line {number}: expected 'name<TAB>caption' or 'name<TAB>caption<TAB>start"
-                             f"<TAB>end' (tab-separated), got {line!r}")
+            raise ValueError(
+                f"{path}, line {number}: expected 'name<TAB>caption' or 'name<TAB>caption<TAB>start"
+                f"<TAB>end' (tab-separated), got {line!r}"
+            )
         if "#" in fields[1]:
             raise ValueError(f"{path}, line {number}: captions may not contain '#', the HumanML3D field separator")
         try:
@@ -614,18 +721,20 @@ def feature_mean_std(features: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray
     stacked = np.concatenate(features, axis=0).astype(np.float64)
     mean, std = stacked.mean(axis=0), average_std_within_groups(stacked.std(axis=0))
     if (std == 0).any():
-        raise ValueError("a feature group has zero variance over the whole dataset (too few or static clips): "
-                         "add more motion before training")
+        raise ValueError(
+            "a feature group has zero variance over the whole dataset (too few or static clips): "
+            "add more motion before training"
+        )
     return mean.astype(np.float32), std.astype(np.float32)
 
 
 def skipped_captions(out_dir: str | Path, captions: dict[str, list[tuple[str, float, float]]]) -> list[str]:
-    """The captions of a `build_dataset` folder that the HumanML3D loaders (`moscale.data`) will skip, with why.
+    """The captions of a `build_dataset` folder that the HumanML3D loaders (`moscale.motion.data`) will skip, with why.
 
     The loaders keep a motion of 40 <= T < 200 frames; a motion outside that range is skipped with all its captions,
     timed parts included, and a timed part shorter than 40 frames is skipped alone.
     """
-    from .data import HUMANML3D_FORMAT
+    from moscale.motion.data import HUMANML3D_FORMAT
 
     low, high, fps = HUMANML3D_FORMAT.min_length, HUMANML3D_FORMAT.max_length, HUMANML3D_FORMAT.fps
     skipped = []
@@ -635,7 +744,7 @@ def skipped_captions(out_dir: str | Path, captions: dict[str, list[tuple[str, fl
             if not low <= num_frames < high:
                 skipped.append(f"{name} '{caption}' (the motion has {num_frames} frames)")
             elif (start, end) != (0.0, 0.0):
-                part = len(range(num_frames)[int(start * fps):int(end * fps)])
+                part = len(range(num_frames)[int(start * fps) : int(end * fps)])
                 if part < low:
                     skipped.append(f"{name} '{caption}' (the part has {part} frames)")
     return skipped
@@ -684,16 +793,19 @@ def build_dataset(
         The split lists, by split name.
     """
     if not (0.0 <= val_fraction and 0.0 <= test_fraction and val_fraction + test_fraction < 1.0):
-        raise ValueError(f"val_fraction and test_fraction must be >= 0 and sum to < 1, got {val_fraction}, "
-                         f"{test_fraction}")
+        raise ValueError(
+            f"val_fraction and test_fraction must be >= 0 and sum to < 1, got {val_fraction}, {test_fraction}"
+        )
     files = _bvh_files(bvh_inputs)
     captions = read_captions(captions_path)
     names = [f.stem for f in files]
     uncaptioned = [n for n in names if n not in captions]
     unknown = sorted(set(captions) - set(names))
     if uncaptioned or unknown:
-        raise ValueError(f"captions and BVH files do not match: clips without a caption {uncaptioned}, captions "
-                         f"for missing clips {unknown}")
+        raise ValueError(
+            f"captions and BVH files do not match: clips without a caption {uncaptioned}, captions "
+            f"for missing clips {unknown}"
+        )
     out_dir = Path(out_dir)
     for folder in ("new_joint_vecs", "new_joints", "texts"):
         (out_dir / folder).mkdir(parents=True, exist_ok=True)
@@ -714,8 +826,12 @@ def build_dataset(
 
     shuffled = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
     num_val, num_test = int(len(names) * val_fraction), int(len(names) * test_fraction)
-    splits = {"val": sorted(shuffled[:num_val]), "test": sorted(shuffled[num_val:num_val + num_test]),
-              "train": sorted(shuffled[num_val + num_test:]), "all": sorted(names)}
+    splits = {
+        "val": sorted(shuffled[:num_val]),
+        "test": sorted(shuffled[num_val : num_val + num_test]),
+        "train": sorted(shuffled[num_val + num_test :]),
+        "all": sorted(names),
+    }
     for split, members in splits.items():
         (out_dir / f"{split}.txt").write_text("".join(f"{m}\n" for m in members), encoding="utf-8")
     return splits
@@ -730,16 +846,21 @@ def _scale_arg(text: str) -> float | str:
 
 
 def _add_import_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mapping", default=None,
-                        help=f"joint mapping: {', '.join(JOINT_MAPPINGS)} or a JSON file (default: detect)")
-    parser.add_argument("--scale", type=_scale_arg, default="auto",
-                        help="metres per file unit (0.01 for centimetres) or 'auto' (HumanML3D leg length)")
+    parser.add_argument(
+        "--mapping", default=None, help=f"joint mapping: {', '.join(JOINT_MAPPINGS)} or a JSON file (default: detect)"
+    )
+    parser.add_argument(
+        "--scale",
+        type=_scale_arg,
+        default="auto",
+        help="metres per file unit (0.01 for centimetres) or 'auto' (HumanML3D leg length)",
+    )
     parser.add_argument("--up-axis", default="auto", help="the file's up axis: y, z, -z, ... or auto")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m moscale.bvh convert | export | build-dataset`."""
-    parser = argparse.ArgumentParser(prog="python -m moscale.bvh", description=__doc__.split("\n\n")[0])
+    """`python -m moscale.motion.bvh convert | export | build-dataset`."""
+    parser = argparse.ArgumentParser(prog="python -m moscale.motion.bvh", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     convert = commands.add_parser("convert", help="BVH -> HumanML3D joints (T, 22, 3) or features (T-1, 263) .npy")
@@ -777,15 +898,28 @@ def main(argv: list[str] | None = None) -> None:
             joints_to_bvh(motion, args.output, args.fps, args.units_per_metre)
         print(f"wrote {args.output}: {len(motion)} frames at {args.fps:g} fps")
     else:
-        splits = build_dataset(args.bvh, args.captions, args.out, args.val_fraction, args.test_fraction, args.seed,
-                               mapping=args.mapping, scale=args.scale, up_axis=args.up_axis)
-        print(f"wrote {args.out}: {len(splits['train'])} train, {len(splits['val'])} val, "
-              f"{len(splits['test'])} test clips")
+        splits = build_dataset(
+            args.bvh,
+            args.captions,
+            args.out,
+            args.val_fraction,
+            args.test_fraction,
+            args.seed,
+            mapping=args.mapping,
+            scale=args.scale,
+            up_axis=args.up_axis,
+        )
+        print(
+            f"wrote {args.out}: {len(splits['train'])} train, {len(splits['val'])} val, "
+            f"{len(splits['test'])} test clips"
+        )
         skipped = skipped_captions(args.out, read_captions(args.captions))
         if skipped:
-            print("note: HumanML3D loaders keep motions of 40 to 199 frames (2 to 10 s) and skip a longer or shorter "
-                  f"motion together with its timed parts, so these captions will not be used: {'; '.join(skipped)}. "
-                  "Cut long takes into separate BVH files of 2 to 10 s.")
+            print(
+                "note: HumanML3D loaders keep motions of 40 to 199 frames (2 to 10 s) and skip a longer or shorter "
+                f"motion together with its timed parts, so these captions will not be used: {'; '.join(skipped)}. "
+                "Cut long takes into separate BVH files of 2 to 10 s."
+            )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ authors' evaluation we also accept the entry name 'model') and `{'moscale': stat
 transformer, and the YAML files next to them (`train_hrvqvae.yaml`, `train_moscale.yaml`). Outputs are
 `OUTPUT_DIR/vq_model` ([`MoScaleVQModel`]) and `OUTPUT_DIR/transformer` ([`MoScaleForTextToMotion`]).
 
-    python -m moscale.convert_original_checkpoint \\
+    python -m moscale.models.convert_original_checkpoint \\
         --vq-checkpoint checkpoint_dir/humanml3d/hrvqvae/hrvqvae/model/net_best_fid.tar \\
         --vq-config checkpoint_dir/humanml3d/hrvqvae/hrvqvae/train_hrvqvae.yaml \\
         --transformer-checkpoint checkpoint_dir/humanml3d/moscale/moscale/model/net_best_fid.tar \\
@@ -26,8 +26,8 @@ from typing import Any
 import torch
 import yaml
 
-from .modeling_moscale import MoScaleConfig, MoScaleForTextToMotion, level_of_position
-from .modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
+from moscale.models.modeling_moscale import MoScaleConfig, MoScaleForTextToMotion, level_of_position
+from moscale.models.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
 
 
 class ConversionError(ValueError):
@@ -370,7 +370,7 @@ def convert_original_checkpoint(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m moscale.convert_original_checkpoint",
+        prog="python -m moscale.models.convert_original_checkpoint",
         description=(
             "Convert the authors' MoScale checkpoints (.tar + YAML) into Hugging Face save_pretrained folders: "
             "OUTPUT_DIR/vq_model (MoScaleVQModel) and OUTPUT_DIR/transformer (MoScaleForTextToMotion)."

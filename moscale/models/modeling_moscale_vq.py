@@ -346,9 +346,7 @@ class MultiScaleQuantizer(nn.Module):
         """Nearest codebook entry of each row; with temperature > 0, a Gumbel-perturbed choice (training)."""
         codebook_KC = self.codebook
         # Same expansion and order as the authors, so near-ties resolve identically.
-        distance_NK = (
-            x_NC.pow(2).sum(-1, keepdim=True) - 2 * x_NC @ codebook_KC.t() + codebook_KC.pow(2).sum(-1)[None]
-        )
+        distance_NK = x_NC.pow(2).sum(-1, keepdim=True) - 2 * x_NC @ codebook_KC.t() + codebook_KC.pow(2).sum(-1)[None]
         scores_NK = -distance_NK
         if temperature > 0:
             uniform = torch.rand_like(scores_NK)

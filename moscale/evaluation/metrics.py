@@ -5,7 +5,7 @@ T2M, T2M-GPT and MoMask): the same float32/float64 split, the same per-batch gal
 R-precision, the same random draws for Diversity and MultiModality. The reasons are spelled out in
 `docs/evaluation.md`; the numbers are checked against the authors' own code in `tests/test_metrics.py`.
 
-Inputs are co-embeddings from the T2M evaluator (`moscale.evaluator.T2MEvaluator`): numpy arrays or torch tensors
+Inputs are co-embeddings from the T2M evaluator (`moscale.evaluation.t2m_evaluator.T2MEvaluator`): numpy arrays or torch tensors
 of shape (N, D), float32 as the evaluator returns them. Results are numpy scalars/arrays in the dtype the
 reference computation produces (float32 for distances, float64 for FID and R-precision).
 
@@ -106,9 +106,7 @@ def draw_indices(rng: RandomSource, population: int, count: int) -> np.ndarray:
     return np.asarray(rng.choice(population, count, replace=False), dtype=np.int64)
 
 
-def euclidean_distance_matrix(
-    embeddings1_ND: Any, embeddings2_MD: Any, clamp_negative: bool = False
-) -> np.ndarray:
+def euclidean_distance_matrix(embeddings1_ND: Any, embeddings2_MD: Any, clamp_negative: bool = False) -> np.ndarray:
     """Pairwise Euclidean distances, ``dist[i, j] = ||embeddings1[i] - embeddings2[j]||``, shape (N, M).
 
     Computed as ``sqrt(-2 a.b + |a|^2 + |b|^2)`` in the input dtype, with the three terms added in that order: this
@@ -311,9 +309,7 @@ def multimodality(embeddings_TRD: Any, rng: RandomSource, times: int = MULTIMODA
     """
     emb_TRD = _as_numpy(embeddings_TRD, "embeddings", 3)
     if emb_TRD.shape[1] <= times:
-        raise ValueError(
-            f"MultiModality needs more than times={times} generations per text, got {emb_TRD.shape[1]}."
-        )
+        raise ValueError(f"MultiModality needs more than times={times} generations per text, got {emb_TRD.shape[1]}.")
     rng = as_random_source(rng)
     first_K = draw_indices(rng, emb_TRD.shape[1], times)
     second_K = draw_indices(rng, emb_TRD.shape[1], times)

@@ -1,0 +1,1 @@
+"""The refinement schedule of the sampler: steps per scale, re-masking, guidance ramp, token draws."""
