@@ -110,9 +110,10 @@ def test_motion_is_smooth():
     for clip in CLIPS:
         velocity = np.linalg.norm(np.diff(clip.joints, axis=0), axis=-1) * 20
         acceleration = np.linalg.norm(np.diff(clip.joints, 2, axis=0), axis=-1) * 400
-        # Bounds of fast human motion (a kicking foot, a running stride): about 13 m/s and 20 g.
-        assert velocity.max() < 13.0
-        assert acceleration.max() < 210.0
+        # Bounds of fast human motion: the fastest joint of real HumanML3D clips (a hand in a tennis swing) goes
+        # 10 m/s, 0.5 m per frame; a kicking foot or a running stride accelerates at about 15 g.
+        assert velocity.max() < MAX_JOINT_STEP_M * FPS
+        assert acceleration.max() < 150.0
 
 
 def test_plausibility_checks_pass_on_many_clips():

@@ -190,7 +190,7 @@ def _jump(action: Action, tl: Timeline, rng) -> None:
     distance = 0.0
     for _ in range(action.count):
         push = 3
-        # 0.3 to 0.45 s in the air: the feet clear the floor by 9 to 24 cm at the top, as in real jumps in place.
+        # 0.3 to 0.45 s in the air: the feet clear the floor by 9 to 23 cm at the top, as real jumps in place do.
         flight = int(rng.integers(6, 10))
         duration = flight / FPS
         height = GRAVITY * duration**2 / 8
