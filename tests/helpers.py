@@ -169,3 +169,12 @@ def save_tiny_t2m_files(root: Path, dataset_folder: str = "humanml3d", feature_d
     (root / "glove" / "our_vab_words.pkl").write_bytes(pickle.dumps(words))
     (root / "glove" / "our_vab_idx.pkl").write_bytes(pickle.dumps({word: i for i, word in enumerate(words)}))
     return evaluator, words, vectors
+
+
+def reimported_joints(path: Path) -> np.ndarray:
+    """The 22 HumanML3D joints (T, 22, 3) of a BVH file that `moscale.motion.bvh_export` wrote, read back by name."""
+    from moscale.motion.bvh import read_bvh
+    from moscale.motion.representation import HUMANML3D_JOINT_NAMES
+
+    motion = read_bvh(path)
+    return motion.positions()[:, [motion.names.index(name) for name in HUMANML3D_JOINT_NAMES]]

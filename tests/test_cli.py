@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from moscale import MoScalePipeline, cli
-from moscale.motion.bvh import load_bvh_joints
+from moscale.motion.retarget import load_bvh_joints
 from tests.helpers import tiny_pipeline
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from moscale.motion.bvh import bvh_to_features
 from moscale.motion.representation import recover_from_ric
+from moscale.motion.retarget import bvh_to_features
 from moscale.synthetic import Action, detect, generate_clip, make_example
 from moscale.synthetic.body import (
     ANKLE,
