@@ -18,6 +18,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from moscale.models.modeling_moscale_vq import is_valid_num_frames
+
 __all__ = ["MoScaleLengthEstimator", "MoScaleLengthEstimatorConfig", "MoScaleLengthEstimatorOutput"]
 
 
@@ -45,8 +47,9 @@ class MoScaleLengthEstimatorConfig(PreTrainedConfig):
         max_motion_length: int = 196,
         **kwargs,
     ):
-        multiples = min_num_frames % unit_length == 0 and max_motion_length % unit_length == 0
-        if not multiples or not 0 < min_num_frames <= max_motion_length:
+        if max_motion_length % unit_length or not is_valid_num_frames(
+            min_num_frames, unit_length, 1, max_motion_length
+        ):
             raise ValueError(
                 f"min_num_frames ({min_num_frames}) and max_motion_length ({max_motion_length}) must be multiples of "
                 f"unit_length ({unit_length}) with 0 < min_num_frames <= max_motion_length"
@@ -100,9 +103,8 @@ class MoScaleLengthEstimator(PreTrainedModel):
         """Frame counts (B,) -> class ids; lengths must be valid multiples of unit_length within range."""
         cfg = self.config
         num_frames = torch.as_tensor(num_frames).long()
-        bad = num_frames % cfg.unit_length != 0
-        bad = bad | (num_frames < cfg.min_num_frames) | (num_frames > cfg.max_motion_length)
-        if bool(bad.any()):
+        rule = (cfg.unit_length, cfg.min_num_frames, cfg.max_motion_length)
+        if not all(is_valid_num_frames(n, *rule) for n in num_frames.tolist()):
             raise ValueError(
                 f"num_frames must be multiples of {cfg.unit_length} between {cfg.min_num_frames} and "
                 f"{cfg.max_motion_length}, got {num_frames.tolist()}"

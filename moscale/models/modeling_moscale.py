@@ -30,8 +30,8 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-PAD_ID = -1
-"""Token id of positions beyond a sample's valid length."""
+from moscale.models.modeling_moscale_vq import PAD_ID
+
 MASK_ID = -2
 """Token id of a masked position (to be predicted)."""
 
