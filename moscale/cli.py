@@ -20,7 +20,7 @@ OUTPUT_FORMATS = ("npy", "bvh", "gif", "mp4")
 # Subcommands that hand their arguments to another module's command-line function: (module, function, help).
 DELEGATED = {
     "convert": ("moscale.models.convert_original_checkpoint", "main", "convert the authors' checkpoints"),
-    "bvh": ("moscale.motion.bvh", "main", "BVH import, export, and training folders from BVH files"),
+    "bvh": ("moscale.motion.bvh_cli", "main", "BVH import, export, and training folders from BVH files"),
     "render": ("moscale.motion.render", "main", "render motions to GIF, MP4 or a PNG strip of key frames"),
     "evaluate": ("moscale.evaluation.protocol", "command_line", "the paper's evaluation protocol for a pipeline"),
 }
@@ -83,7 +83,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
                 np.save(f"{stem}_joints.npy", joints)
                 written.append(Path(f"{stem}_joints.npy"))
         if "bvh" in args.formats:
-            from moscale.motion.bvh import joints_to_bvh
+            from moscale.motion.bvh_export import joints_to_bvh
 
             joints_to_bvh(joints, f"{stem}.bvh", fps=pipe.fps)
             written.append(Path(f"{stem}.bvh"))

@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from evaluation_fixtures import tiny_contrastive_config
 
 from moscale.evaluation.contrastive_evaluator import ContrastiveEvaluatorModel
 from moscale.evaluation.semantic_accuracy import (
@@ -17,6 +16,7 @@ from moscale.evaluation.semantic_accuracy import (
 )
 from moscale.motion.data import load_motion_dataset
 from moscale.synthetic import write_dataset
+from tests.helpers import tiny_contrastive_config
 
 WAVE = {"name": "wave", "side": "left", "count": 2}
 WALK = {"name": "walk", "direction": "forward", "count": 3}

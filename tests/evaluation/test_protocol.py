@@ -9,19 +9,19 @@ import sys
 import numpy as np
 import pytest
 import torch
-from evaluation_fixtures import (
-    CAPTIONS,
-    make_motion_folder,
-    save_tiny_pipeline,
-    save_tiny_t2m_files,
-    tiny_contrastive_config,
-)
-from shared_data import ROOT, SHARED_DATA
 
 import moscale.evaluation.protocol as ev
 from moscale.evaluation.contrastive_evaluator import ContrastiveEvaluatorModel
 from moscale.evaluation.t2m_evaluator import T2MEvaluator, WordVectorizer
 from moscale.motion.data import load_motion_dataset
+from tests.helpers import (
+    CAPTIONS,
+    make_motion_folder,
+    save_tiny_t2m_files,
+    tiny_contrastive_config,
+    tiny_pipeline,
+)
+from tests.shared_data import ROOT, SHARED_DATA
 
 SCRIPT = ROOT / "examples" / "evaluate.py"
 # 112 test items: 7 batches of 16, more than the 100 pairs Diversity draws.
@@ -197,7 +197,7 @@ def test_summary_and_table():
 def _arguments(workspace, output):
     pipeline = workspace["root"] / "pipeline"
     if not pipeline.exists():
-        save_tiny_pipeline(pipeline, SHARED_DATA)
+        tiny_pipeline(sample_steps_per_scale=(1, 1, 1, 1)).save_pretrained(pipeline)
     return [
         "--pipeline", str(pipeline), "--data_dir", str(workspace["data"]),
         "--cache_dir", str(workspace["root"] / "cache"),
@@ -271,7 +271,7 @@ def test_every_dataset_format_has_protocol_defaults_and_evaluator_files():
 def test_kit_ml_end_to_end_with_the_t2m_evaluator(tmp_path):
     """--dataset_format kit-ml: 251-dim motions, guidance 3, the kit/ evaluator folder and statistics, KIT-ML row."""
     data = make_motion_folder(tmp_path / "kit", {"test": NUM_TEST_ITEMS}, feature_dim=251)
-    save_tiny_pipeline(tmp_path / "pipeline", SHARED_DATA, feature_dim=251)
+    tiny_pipeline(feature_dim=251).save_pretrained(tmp_path / "pipeline")
     save_tiny_t2m_files(tmp_path, dataset_folder="kit", feature_dim=251)
     arguments = [
         "--pipeline", str(tmp_path / "pipeline"), "--data_dir", str(data), "--dataset_format", "kit-ml",

@@ -2,10 +2,10 @@ import imageio.v2 as imageio
 import imageio_ffmpeg
 import numpy as np
 import pytest
-from shared_data import SHARED_DATA as DATA
 
 from moscale.motion.render import as_joints, main, render_animation, render_keyframes
 from moscale.motion.representation import features_from_joints, recover_from_ric
+from tests.shared_data import SHARED_DATA as DATA
 
 CLIP = DATA / "humanml3d_sample" / "new_joints" / "012314.npy"
 

@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 import torch
-from evaluation_fixtures import CAPTIONS, FEATURE_DIM, make_motion_folder, tiny_contrastive_config
-from shared_data import ROOT
 from transformers import AutoModel
 
 from moscale.evaluation.contrastive_evaluator import ContrastiveEvaluatorModel, build_vocabulary, split_words
+from tests.helpers import CAPTIONS, FEATURE_DIM, make_motion_folder, tiny_contrastive_config
+from tests.shared_data import ROOT
 
 
 def _batch(num_items: int = 8, seed: int = 0):

@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from shared_data import PARITY_FIXTURE as FIXTURE
 
 from moscale.models.convert_original_checkpoint import ConversionError, convert_original_checkpoint, main
 from moscale.models.modeling_moscale import MoScaleForTextToMotion
 from moscale.models.modeling_moscale_vq import MoScaleVQModel
+from tests.shared_data import PARITY_FIXTURE as FIXTURE
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from shared_data import SHARED_DATA
 
-from moscale.motion.bvh import bvh_to_features
 from moscale.motion.representation import recover_from_ric
+from moscale.motion.retarget import bvh_to_features
 from moscale.synthetic import Action, detect, generate_clip, make_example
 from moscale.synthetic.body import (
     ANKLE,
@@ -22,6 +21,7 @@ from moscale.synthetic.body import (
     pose_to_joints,
 )
 from moscale.synthetic.timeline import Style, Timeline, keyframes
+from tests.shared_data import SHARED_DATA
 
 REAL_CLIP = SHARED_DATA / "humanml3d_sample" / "new_joints" / "012314.npy"
 BVH = SHARED_DATA / "bvh"

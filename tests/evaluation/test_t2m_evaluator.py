@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from shared_data import METRICS_FIXTURE as FIXTURE
-from shared_data import SHARED_DATA as SHARED
-from shared_data import load_metrics_case
 
 from moscale.evaluation import t2m_evaluator as ev
+from tests.shared_data import METRICS_FIXTURE as FIXTURE
+from tests.shared_data import SHARED_DATA as SHARED
+from tests.shared_data import load_metrics_case
 
 RTOL = 1e-6
 

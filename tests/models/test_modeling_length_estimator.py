@@ -7,6 +7,7 @@ import torch
 
 from moscale.models.modeling_length_estimator import MoScaleLengthEstimator, MoScaleLengthEstimatorConfig
 from moscale.pipelines.pipeline_moscale import MoScalePipeline
+from tests.helpers import tiny_pipeline
 
 PROMPTS = ["a person jumps", "a person walks slowly in a long circle"]
 TARGET_FRAMES = torch.tensor([60, 180])
@@ -14,8 +15,6 @@ TARGET_FRAMES = torch.tensor([60, 180])
 
 @pytest.fixture(scope="module")
 def pipe_and_estimator():
-    from test_pipeline_moscale import tiny_pipeline
-
     pipe = tiny_pipeline()
     torch.manual_seed(0)
     estimator = MoScaleLengthEstimator(MoScaleLengthEstimatorConfig(text_dim=32, hidden_size=64, dropout=0.0))

@@ -5,15 +5,14 @@ rescaled so that decoded features have the data's spread (std 0.3 in normalised 
 in metres and makes joint distances and frame-to-frame steps comparable with the real clip's.
 """
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from shared_data import SHARED_DATA as DATA
 
 from moscale.motion.representation import recover_from_ric
 from moscale.schedulers.scheduling_moscale import edit_token_masks, seam_blend_weights
+from tests.helpers import tiny_pipeline
+from tests.shared_data import SHARED_DATA as DATA
 
 CLIP = DATA / "humanml3d_sample" / "new_joint_vecs" / "012314.npy"
 FPS = 20
@@ -21,8 +20,6 @@ FPS = 20
 
 def calm_pipeline():
     """The tiny random pipeline with its decoder output rescaled to the data's spread (see the module docstring)."""
-    from test_pipeline_moscale import tiny_pipeline
-
     pipeline = tiny_pipeline(seed=1)
     probe = pipeline("calibration", num_frames=196, output_type="latent", generator=torch.Generator().manual_seed(0))
     decoded = pipeline.vq_model.decode(list(probe.tokens), torch.tensor([196]))
@@ -254,10 +251,7 @@ def test_long_motion_is_reproducible_and_validated(pipe):
 
 # ------------------------------------------------------------------------------------------------ measurement
 def measure_inbetweening() -> None:
-    """Print the seam and spill numbers quoted in docs/pipeline.md: `python tests/test_pipeline_editing.py`."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
+    """Print the seam and spill numbers quoted in docs/pipeline.md: `python -m tests.pipelines.test_pipeline_editing`."""
     torch.set_num_threads(1)
     pipe = calm_pipeline()
     source = torch.from_numpy(np.load(CLIP))[:168]

@@ -1,10 +1,16 @@
-"""Tiny HumanML3D-layout folders and tiny models for the evaluation tests (CPU, a few seconds)."""
+"""What the tests share: tiny configs, models and pipelines, and tiny HumanML3D-layout folders (CPU, seconds).
+
+The real data lives in `tests.shared_data`.
+"""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
+
+from tests.shared_data import HUMANML3D_SAMPLE, SHARED_DATA
 
 FEATURE_DIM = 263
 # (caption, tokens): a few distinct texts, so that a contrastive evaluator has something to learn.
@@ -67,10 +73,33 @@ def tiny_contrastive_config(**overrides):
     return ContrastiveEvaluatorConfig(**settings)
 
 
-def save_tiny_pipeline(path: Path, shared_data: Path, seed: int = 0, feature_dim: int = FEATURE_DIM) -> Path:
-    """A randomly initialised MoScalePipeline with a tiny T5 encoder and the real T5 tokenizer.
+TINY_VQ_CONFIG = dict(code_dim=16, num_codes=32, width=32, depth=1)
+TINY_TRANSFORMER_CONFIG = dict(
+    num_codes=32,
+    code_dim=16,
+    condition_dim=64,
+    text_pool_head_dim=32,
+    hidden_size=32,
+    num_layers=1,
+    num_attention_heads=2,
+    text_dim=32,
+)
+TINY_T5_CONFIG = dict(d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
 
-    ``feature_dim`` 263 makes a HumanML3D pipeline, 251 a KIT-ML one.
+
+def tiny_pipeline(
+    seed: int = 0,
+    feature_dim: int = FEATURE_DIM,
+    scales: tuple[int, ...] | None = None,
+    sample_steps_per_scale: tuple[int, ...] | None = None,
+    **pipeline_options,
+):
+    """Random tiny models, perturbed as the parity fixtures are, so that logits vary from position to position,
+    with a tiny T5 encoder and the real T5 tokenizer.
+
+    ``feature_dim`` 263 makes a HumanML3D pipeline with the sample's Mean/Std (so joints come out in metres), 251 a
+    KIT-ML one with the evaluator's KIT-ML statistics. ``scales`` and ``sample_steps_per_scale`` change the scale
+    schedule of both models; ``pipeline_options`` go to `MoScalePipeline` (``min_num_frames``, ...).
     """
     import torch
     from transformers import AutoTokenizer, T5Config, T5EncoderModel
@@ -81,49 +110,38 @@ def save_tiny_pipeline(path: Path, shared_data: Path, seed: int = 0, feature_dim
     from moscale.pipelines.pipeline_moscale import MoScalePipeline
 
     skeleton = {spec.feature_dim: spec for spec in (HUMANML3D, KIT_ML)}[feature_dim]
+    schedule = {"scales": scales} if scales is not None else {}
+    steps = {"sample_steps_per_scale": sample_steps_per_scale} if sample_steps_per_scale is not None else {}
     torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(SHARED_DATA / "t5_small_tokenizer")
+    text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), **TINY_T5_CONFIG)).eval()
     vq_model = MoScaleVQModel(
         MoScaleVQConfig(
+            **TINY_VQ_CONFIG,
+            **schedule,
             motion_dim=feature_dim,
-            code_dim=16,
-            num_codes=32,
-            width=16,
-            depth=1,
-            attention_heads=2,
             joint_position_dims=(4, 4 + 3 * (skeleton.joints_num - 1)),
         )
-    )
-    # A fresh tokenizer's codebook is all zeros (training seeds it from data); random codes make tokens matter.
+    ).eval()
+    transformer = MoScaleForTextToMotion(MoScaleConfig(**TINY_TRANSFORMER_CONFIG, **schedule, **steps)).eval()
     with torch.no_grad():
+        for model in (vq_model, transformer):
+            for param in model.parameters():
+                std = 0.5 / math.sqrt(param.shape[-1]) if param.ndim >= 2 else 0.1
+                param.add_(torch.randn_like(param) * std)
+        # A fresh tokenizer's codebook is all zeros (training seeds it from data); random codes make tokens matter.
         vq_model.quantizer.codebook.normal_()
-    transformer = MoScaleForTextToMotion(
-        MoScaleConfig(
-            num_codes=32,
-            code_dim=16,
-            condition_dim=16,
-            hidden_size=32,
-            num_layers=1,
-            num_attention_heads=2,
-            text_dim=16,
-            text_pool_head_dim=8,
-            sample_steps_per_scale=(1, 1, 1, 1),
-        )
+    if feature_dim == HUMANML3D.feature_dim:
+        mean, std = np.load(HUMANML3D_SAMPLE / "Mean.npy"), np.load(HUMANML3D_SAMPLE / "Std.npy")
+    else:
+        from moscale.evaluation.t2m_evaluator import load_evaluator_stats
+
+        mean, std = load_evaluator_stats("kit-ml")
+    pipe = MoScalePipeline(
+        vq_model, transformer, text_encoder, tokenizer, motion_mean=mean, motion_std=std, **pipeline_options
     )
-    tokenizer = AutoTokenizer.from_pretrained(shared_data / "t5_small_tokenizer")
-    text_encoder = T5EncoderModel(
-        T5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
-    )
-    rng = np.random.default_rng(seed)
-    pipeline = MoScalePipeline(
-        vq_model=vq_model.eval(),
-        transformer=transformer.eval(),
-        text_encoder=text_encoder.eval(),
-        tokenizer=tokenizer,
-        motion_mean=rng.normal(size=feature_dim),
-        motion_std=rng.uniform(0.5, 2.0, size=feature_dim),
-    )
-    pipeline.save_pretrained(path)
-    return path
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def save_tiny_t2m_files(root: Path, dataset_folder: str = "humanml3d", feature_dim: int = FEATURE_DIM):
@@ -151,3 +169,12 @@ def save_tiny_t2m_files(root: Path, dataset_folder: str = "humanml3d", feature_d
     (root / "glove" / "our_vab_words.pkl").write_bytes(pickle.dumps(words))
     (root / "glove" / "our_vab_idx.pkl").write_bytes(pickle.dumps({word: i for i, word in enumerate(words)}))
     return evaluator, words, vectors
+
+
+def reimported_joints(path: Path) -> np.ndarray:
+    """The 22 HumanML3D joints (T, 22, 3) of a BVH file that `moscale.motion.bvh_export` wrote, read back by name."""
+    from moscale.motion.bvh import read_bvh
+    from moscale.motion.representation import HUMANML3D_JOINT_NAMES
+
+    motion = read_bvh(path)
+    return motion.positions()[:, [motion.names.index(name) for name in HUMANML3D_JOINT_NAMES]]

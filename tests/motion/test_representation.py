@@ -7,7 +7,6 @@ in its new_joint_vecs/ is checked, so the same tests can be pointed at a full Hu
 import numpy as np
 import pytest
 import torch
-from shared_data import HUMANML3D_SAMPLE as SAMPLE_DIR
 
 from moscale.motion.representation import (
     HUMANML3D,
@@ -23,6 +22,7 @@ from moscale.motion.representation import (
     skeleton_for,
     target_offsets,
 )
+from tests.shared_data import HUMANML3D_SAMPLE as SAMPLE_DIR
 
 CLIP_IDS = sorted(path.stem for path in (SAMPLE_DIR / "new_joint_vecs").glob("*.npy"))
 

@@ -3,58 +3,16 @@
 import base64
 import io
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
-from shared_data import SHARED_DATA as DATA
-from transformers import AutoTokenizer, T5Config, T5EncoderModel
 
-from moscale.models.modeling_moscale import MoScaleConfig, MoScaleForTextToMotion
 from moscale.models.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
 from moscale.pipelines.pipeline_moscale import MoScalePipeline, MoScalePipelineOutput
-from moscale.schedulers.scheduling_moscale import cfg_weight, num_tokens_to_mask, sample_tokens, top_k_top_p_filter
+from tests.helpers import TINY_VQ_CONFIG, tiny_pipeline
 
 PROMPTS = ["a person jumps twice", "someone walks in a circle"]
-
-
-def tiny_pipeline(seed: int = 0) -> MoScalePipeline:
-    """Random tiny models, perturbed as the parity fixtures are, so that logits vary from position to position."""
-    torch.manual_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(DATA / "t5_small_tokenizer")
-    text_encoder = T5EncoderModel(
-        T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4)
-    ).eval()
-    vq_model = MoScaleVQModel(MoScaleVQConfig(code_dim=16, num_codes=32, width=32, depth=1)).eval()
-    transformer = MoScaleForTextToMotion(
-        MoScaleConfig(
-            num_codes=32,
-            code_dim=16,
-            condition_dim=64,
-            text_pool_head_dim=32,
-            hidden_size=32,
-            num_layers=1,
-            num_attention_heads=2,
-            text_dim=32,
-        )
-    ).eval()
-    with torch.no_grad():
-        for model in (vq_model, transformer):
-            for param in model.parameters():
-                std = 0.5 / math.sqrt(param.shape[-1]) if param.ndim >= 2 else 0.1
-                param.add_(torch.randn_like(param) * std)
-        vq_model.quantizer.codebook.normal_()
-    pipe = MoScalePipeline(
-        vq_model,
-        transformer,
-        text_encoder,
-        tokenizer,
-        motion_mean=np.load(DATA / "humanml3d_sample" / "Mean.npy"),
-        motion_std=np.load(DATA / "humanml3d_sample" / "Std.npy"),
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 @pytest.fixture(scope="module")
@@ -64,50 +22,6 @@ def pipe():
 
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
-
-
-# ------------------------------------------------------------------------------------------ sampling functions
-def test_top_p_drops_the_token_that_crosses_the_threshold():
-    logits = torch.log(torch.tensor([[[0.5, 0.3, 0.15, 0.05]]]))
-    kept = torch.isfinite(top_k_top_p_filter(logits, top_p=0.7))[0, 0]
-    # Inclusive cumulative mass 0.5, 0.8, ...: the second token crosses 0.7 and is removed (HF would keep it).
-    assert kept.tolist() == [True, False, False, False]
-    kept = torch.isfinite(top_k_top_p_filter(logits, top_p=0.85))[0, 0]
-    assert kept.tolist() == [True, True, False, False]
-    assert torch.isfinite(top_k_top_p_filter(logits, top_p=1.0)).all()
-
-
-def test_top_k_then_top_p():
-    logits = torch.tensor([[[0.0, 3.0, 1.0, 2.0]]])
-    assert torch.isfinite(top_k_top_p_filter(logits, top_k=2))[0, 0].tolist() == [False, True, False, True]
-    # top-p renormalises over the top-k survivors: p = (0.73, 0.27), so 0.5 keeps only the best.
-    assert torch.isfinite(top_k_top_p_filter(logits, top_k=2, top_p=0.5))[0, 0].tolist() == [False, True, False, False]
-
-
-def test_sample_tokens_is_one_draw_over_all_positions(monkeypatch):
-    calls = []
-    real = torch.multinomial
-
-    def spy(probs, *args, **kwargs):
-        calls.append(tuple(probs.shape))
-        return real(probs, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "multinomial", spy)
-    logits = torch.randn(3, 5, 7, generator=gen())
-    a = sample_tokens(logits, top_p=0.9, generator=gen(1))
-    b = sample_tokens(logits, top_p=0.9, generator=gen(1))
-    assert calls == [(15, 7), (15, 7)] and a.shape == (3, 5) and torch.equal(a, b)
-    # The draw respects the filter: only tokens inside the nucleus can come out.
-    allowed = torch.isfinite(top_k_top_p_filter(logits, top_p=0.9))
-    assert allowed.gather(-1, a[..., None]).all()
-
-
-def test_schedule_and_guidance_ramp():
-    pool = torch.tensor([6.0, 49.0])
-    assert num_tokens_to_mask(torch.tensor(0.0), pool).tolist() == [6, 49]
-    assert num_tokens_to_mask(torch.tensor(1.0), pool).tolist() == [1, 1]
-    assert num_tokens_to_mask(torch.tensor(0.5), pool).tolist() == [round(6 * math.cos(math.pi / 4)), 35]
-    assert [cfg_weight(5.0, k) for k in range(4)] == [5.25, 5.0, 4.75, 4.5]
 
 
 # ------------------------------------------------------------------------------------------------ end to end
@@ -301,7 +215,7 @@ def test_save_load_round_trip_gives_identical_samples(pipe, tmp_path):
         ({"prompt_attention_mask": torch.ones(1, 20)}, "goes with prompt_embeds"),
         ({"num_frames": 80.0}, "integer multiple of 4"),
         ({"refinement_steps": 3}, "one integer >= 1 per scale"),
-        ({"top_p": None}, "top_p"),
+        ({"top_p": "0.9"}, "top_p"),
         ({"prompt": None, "prompt_embeds": torch.randn(20, 32)}, r"prompt_embeds must be a \(batch, tokens, 32\)"),
         ({"prompt": None, "prompt_embeds": torch.randn(1, 20, 16)}, r"tensor, got \(1, 20, 16\)"),
         (
@@ -317,7 +231,7 @@ def test_bad_inputs_raise_clear_errors(pipe, kwargs, message):
 
 
 def test_mismatched_components_are_rejected(pipe):
-    other_vq = MoScaleVQModel(MoScaleVQConfig(code_dim=16, num_codes=64, width=32, depth=1))
+    other_vq = MoScaleVQModel(MoScaleVQConfig(**{**TINY_VQ_CONFIG, "num_codes": 64}))
     with pytest.raises(ValueError, match="disagree on num_codes"):
         MoScalePipeline(other_vq, pipe.transformer)
     with pytest.raises(ValueError, match="263 values"):
@@ -402,16 +316,20 @@ def test_push_to_hub_uploads_a_loadable_pipeline_folder(pipe, tmp_path, monkeypa
 
 # ------------------------------------------------------------------------------------------------ device sync
 def test_the_scale_loop_never_reads_tensors_back_to_the_host(pipe, monkeypatch):
-    """Every tensor -> Python conversion made by pipeline, sampling or model code while `_sample_scales` runs: none."""
+    """Every tensor -> Python conversion made by pipeline, scheduler, editing or model code inside the scale loop
+    (the block of `__call__` that runs under its progress bar): none."""
+    import contextlib
     import sys
 
     import moscale.models.modeling_moscale
     import moscale.models.modeling_moscale_vq
+    import moscale.pipelines.editing
     import moscale.pipelines.pipeline_moscale as module
     import moscale.schedulers.scheduling_moscale
 
     watched = (
         module,
+        moscale.pipelines.editing,
         moscale.schedulers.scheduling_moscale,
         moscale.models.modeling_moscale,
         moscale.models.modeling_moscale_vq,
@@ -429,16 +347,18 @@ def test_the_scale_loop_never_reads_tensors_back_to_the_host(pipe, monkeypatch):
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, spy)
-    sample_scales = module.MoScalePipeline._sample_scales
+    progress_bar = module.MoScalePipeline.progress_bar
 
+    @contextlib.contextmanager
     def flagged(self, *args, **kwargs):
         inside_loop.append(True)
         try:
-            return sample_scales(self, *args, **kwargs)
+            with progress_bar(self, *args, **kwargs) as bar:
+                yield bar
         finally:
             inside_loop.clear()
 
-    monkeypatch.setattr(module.MoScalePipeline, "_sample_scales", flagged)
+    monkeypatch.setattr(module.MoScalePipeline, "progress_bar", flagged)
     out = pipe(PROMPTS, num_frames=[120, 80], generator=gen())
     source = out.features[0, :120]
     pipe(PROMPTS[0], num_frames=160, source_motion=source, generator=gen())
@@ -452,24 +372,7 @@ def test_the_scale_loop_never_reads_tensors_back_to_the_host(pipe, monkeypatch):
 
 def test_other_scale_counts_sample_with_the_transformers_own_schedule():
     """Three scales: refinement_steps defaults to the transformer's sample_steps_per_scale, not the paper's four."""
-    torch.manual_seed(0)
-    vq_model = MoScaleVQModel(MoScaleVQConfig(code_dim=16, num_codes=32, width=32, depth=1, scales=(4, 2, 1))).eval()
-    transformer = MoScaleForTextToMotion(
-        MoScaleConfig(
-            num_codes=32,
-            code_dim=16,
-            condition_dim=64,
-            text_pool_head_dim=32,
-            hidden_size=32,
-            num_layers=1,
-            num_attention_heads=2,
-            text_dim=32,
-            scales=(4, 2, 1),
-            sample_steps_per_scale=(1, 2, 3),
-        )
-    ).eval()
-    pipe = MoScalePipeline(vq_model, transformer, min_num_frames=16)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = tiny_pipeline(scales=(4, 2, 1), sample_steps_per_scale=(1, 2, 3), min_num_frames=16)
     steps = []
     out = pipe(
         prompt_embeds=torch.randn(1, 20, 32), num_frames=96, generator=gen(),

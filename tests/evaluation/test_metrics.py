@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 from scipy import linalg
-from shared_data import load_metrics_case
 
 from moscale.evaluation import metrics
+from tests.shared_data import load_metrics_case
 
 RTOL = 1e-6
 
