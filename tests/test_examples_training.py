@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 import torch
-from evaluation_fixtures import make_motion_folder
-from shared_data import ROOT
 
 from moscale.models.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
+from tests.helpers import make_motion_folder
+from tests.shared_data import ROOT
 
 EXAMPLES = ROOT / "examples"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
