@@ -94,8 +94,9 @@ class ProtocolSettings:
     seed: int = 10010
     repeats: int = 20
     batch_size: int = PROTOCOL_BATCH_SIZE
-    guidance_scale: float = 5.0
-    refinement_steps: tuple[int, ...] = (1, 2, 5, 10)
+    # None: the pipeline scheduler's own (`moscale evaluate` records the values it used).
+    guidance_scale: float | None = None
+    refinement_steps: tuple[int, ...] | None = None
     multimodality: bool = True
     multimodality_batches: int = 3
     multimodality_generations: int = 30
@@ -586,7 +587,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         nargs="+",
         default=None,
-        help="Steps per scale, coarse to fine (default: the transformer's own, (1, 2, 5, 10) for the paper's model).",
+        help="Steps per scale, coarse to fine (default: the pipeline scheduler's, (1, 2, 5, 10) for the paper's model).",
     )
     parser.add_argument("--no_multimodality", action="store_true", help="Skip the 30-generation MultiModality runs.")
     parser.add_argument("--multimodality_batches", type=int, default=3)
@@ -631,7 +632,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         repeats=args.repeats,
         batch_size=args.batch_size,
         guidance_scale=guidance,
-        refinement_steps=tuple(args.refinement_steps or pipeline.transformer.config.sample_steps_per_scale),
+        refinement_steps=tuple(args.refinement_steps or pipeline.scheduler.config.refinement_steps),
         multimodality=not args.no_multimodality,
         multimodality_batches=args.multimodality_batches,
         multimodality_generations=args.multimodality_generations,
