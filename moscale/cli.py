@@ -107,13 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("pipeline", help="a MoScalePipeline folder (save_pretrained) or a Hub id")
     gen.add_argument("prompt", nargs="+", help="one or more captions; each gives one motion")
     gen.add_argument("--num-frames", type=int, default=None, help="frames per motion (multiple of 4, 40..196)")
-    gen.add_argument("--guidance-scale", type=float, default=5.0)
+    gen.add_argument(
+        "--guidance-scale", type=float, default=None, help="default: the pipeline scheduler's (5 for the paper's model)"
+    )
     gen.add_argument(
         "--refinement-steps",
         type=int,
         nargs="+",
         default=None,
-        help="steps per scale, coarse to fine (default: the transformer's own, (1, 2, 5, 10) for the paper's model)",
+        help="steps per scale, coarse to fine (default: the pipeline scheduler's, (1, 2, 5, 10) for the paper's model)",
     )
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--device", default="cpu")

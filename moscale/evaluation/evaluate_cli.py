@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         nargs="+",
         default=None,
-        help="Steps per scale, coarse to fine (default: the transformer's own, (1, 2, 5, 10) for the paper's model).",
+        help="Steps per scale, coarse to fine (default: the pipeline scheduler's, (1, 2, 5, 10) for the paper's model).",
     )
     parser.add_argument("--no_multimodality", action="store_true", help="Skip the 30-generation MultiModality runs.")
     parser.add_argument("--multimodality_batches", type=int, default=3)
@@ -169,7 +169,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         # None in the settings means the pipeline's own schedule: record which one that is.
         "settings": {
             **asdict(settings),
-            "refinement_steps": settings.refinement_steps or pipeline.transformer.config.sample_steps_per_scale,
+            "refinement_steps": settings.refinement_steps or tuple(pipeline.scheduler.config.refinement_steps),
         },
         "environment": environment(accelerator, dtype),
         "arguments": {

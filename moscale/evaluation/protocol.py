@@ -44,8 +44,8 @@ class ProtocolSettings:
     seed: int = 10010
     repeats: int = 20
     batch_size: int = PROTOCOL_BATCH_SIZE
-    guidance_scale: float = 5.0
-    # None: the pipeline's own schedule ((1, 2, 5, 10) for the paper's model); results.json records which it was.
+    # None: the pipeline scheduler's own (5 and (1, 2, 5, 10) for the paper's model); results.json records which.
+    guidance_scale: float | None = None
     refinement_steps: tuple[int, ...] | None = None
     multimodality: bool = True
     multimodality_batches: int = 3

@@ -16,6 +16,7 @@ L tokens at one scale.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +29,18 @@ from transformers.utils import ModelOutput
 
 PAD_ID = -1
 """Code id at positions beyond a sample's valid length."""
+
+
+def is_valid_num_frames(num_frames, unit_length: int, min_frames: int, max_frames: int) -> bool:
+    """The frame-length rule of every MoScale component: an integer multiple of the tokenizer's unit length (frames
+    per latent step) within [min_frames, max_frames]."""
+    return (
+        isinstance(num_frames, numbers.Integral)
+        and not isinstance(num_frames, bool)
+        and num_frames % unit_length == 0
+        and min_frames <= num_frames <= max_frames
+    )
+
 
 _ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "leakyrelu": lambda: nn.LeakyReLU(0.1)}
 
@@ -380,6 +393,76 @@ class MultiScaleQuantizer(nn.Module):
         different_N = offset_N + (offset_N >= idx_N).long()
         return torch.where(replace_N, different_N, idx_N)
 
+    def residual_codes(
+        self, residual_BCT: torch.Tensor, token_lengths_B: torch.Tensor, scale_index: int, temperature: float = 0.0
+    ) -> torch.LongTensor:
+        """One step of the residual loop: the residual (B, C, T) -> its codes (B, T // s) at scale `scale_index`.
+
+        Latent steps beyond `token_lengths_B` are zeroed, the residual is area-downsampled to the scale's length and
+        each step takes its nearest code (`temperature` > 0: a Gumbel-perturbed choice); PAD_ID beyond the lengths.
+        """
+        return self._residual_codes(residual_BCT, token_lengths_B, scale_index, temperature)[0]
+
+    def _residual_codes(
+        self,
+        residual_BCT: torch.Tensor,
+        token_lengths_B: torch.Tensor,
+        scale_index: int,
+        temperature: float = 0.0,
+        seed_codebook: bool = False,
+    ) -> tuple[torch.LongTensor, torch.Tensor, torch.BoolTensor]:
+        """`residual_codes`, plus what training needs: the downsampled residual rows (B * L, C), their validity
+        (B, L), and (with `seed_codebook`) the codebook seeded from the valid rows when it is still empty."""
+        batch, code_dim, latent_length = residual_BCT.shape
+        scale = self.scales[scale_index]
+        residual_BCT = residual_BCT * lengths_to_mask(token_lengths_B, latent_length)[:, None]
+        rest_BCL = self.downsample(residual_BCT, latent_length // scale)
+        valid_BL = lengths_to_mask(token_lengths_B // scale, rest_BCL.shape[-1])
+        rest_NC = rest_BCL.transpose(1, 2).reshape(-1, code_dim)
+        if seed_codebook and not bool(self.initialized):
+            self._seed_codebook(rest_NC[valid_BL.reshape(-1)].detach())
+        idx_BL = self.nearest_codes(rest_NC, temperature).view(batch, -1).masked_fill(~valid_BL, PAD_ID)
+        return idx_BL, rest_NC, valid_BL
+
+    def residual_loop(
+        self,
+        latent_BCT: torch.Tensor,
+        token_lengths_B: torch.Tensor,
+        temperature: float = 0.0,
+        perturb_rate: Sequence[float] | None = None,
+        generator: torch.Generator | None = None,
+        seed_codebook: bool = False,
+    ) -> tuple[tuple[torch.LongTensor, ...], tuple[torch.Tensor, ...], torch.Tensor, torch.LongTensor]:
+        """The residual quantisation of a latent (B, C, T), scale by scale, coarse to fine.
+
+        Each scale takes the codes of what the coarser scales left (`residual_codes`), then subtracts their linearly
+        upsampled vectors. With `perturb_rate=(low, high)` the subtracted vectors come from corrupted codes
+        (`perturb`); the returned codes stay clean.
+
+        Returns:
+            codes: one (B, T // s) LongTensor per scale (PAD_ID beyond the lengths);
+            f_hat_per_scale: the accumulated reconstruction (B, C, T) after each scale;
+            rest_NC, idx_N: every scale's valid downsampled residual rows and their chosen codes (for the EMA).
+        """
+        residual_BCT = latent_BCT.clone()
+        f_hat_BCT = torch.zeros_like(latent_BCT)
+        codes, f_hats, rests, chosen = [], [], [], []
+        for k in range(len(self.scales)):
+            idx_BL, rest_NC, valid_BL = self._residual_codes(
+                residual_BCT, token_lengths_B, k, temperature, seed_codebook and k == 0
+            )
+            used_BL = idx_BL
+            if perturb_rate is not None and perturb_rate[1] > 0:
+                used_BL = self.perturb(idx_BL, valid_BL, perturb_rate, generator)
+            up_BCT = self.scale_contribution(used_BL, latent_BCT.shape[-1])
+            residual_BCT = residual_BCT - up_BCT
+            f_hat_BCT = f_hat_BCT + up_BCT
+            codes.append(idx_BL)
+            f_hats.append(f_hat_BCT)
+            rests.append(rest_NC[valid_BL.reshape(-1)])
+            chosen.append(idx_BL[valid_BL])
+        return tuple(codes), tuple(f_hats), torch.cat(rests), torch.cat(chosen)
+
     def quantize(
         self,
         latent_BCT: torch.Tensor,
@@ -393,26 +476,10 @@ class MultiScaleQuantizer(nn.Module):
         different codes before building f_hat; the returned `codes` stay clean. The next scales therefore see (and
         their labels correct) the corrupted reconstruction, as in the authors' transformer training.
         """
-        batch, _, latent_length = latent_BCT.shape
-        full_valid_B1T = lengths_to_mask(token_lengths_B, latent_length)[:, None]
-        residual_BCT = latent_BCT.clone()
-        f_hat_BCT = torch.zeros_like(latent_BCT)
-        codes, f_hats = [], []
-        for scale in self.scales:
-            residual_BCT = residual_BCT * full_valid_B1T
-            rest_BCL = self.downsample(residual_BCT, latent_length // scale)
-            valid_BL = lengths_to_mask(token_lengths_B // scale, rest_BCL.shape[-1])
-            idx_BL = self.nearest_codes(rest_BCL.transpose(1, 2).reshape(-1, rest_BCL.shape[1]))
-            idx_BL = idx_BL.view(batch, -1).masked_fill(~valid_BL, PAD_ID)
-            used_BL = idx_BL
-            if perturb_rate is not None and perturb_rate[1] > 0:
-                used_BL = self.perturb(idx_BL, valid_BL, perturb_rate, generator)
-            up_BCT = self.scale_contribution(used_BL, latent_length)
-            residual_BCT = residual_BCT - up_BCT
-            f_hat_BCT = f_hat_BCT + up_BCT
-            codes.append(idx_BL)
-            f_hats.append(f_hat_BCT)
-        return MoScaleVQEncoderOutput(codes=tuple(codes), f_hat_per_scale=tuple(f_hats), latent=latent_BCT)
+        codes, f_hats, _, _ = self.residual_loop(
+            latent_BCT, token_lengths_B, perturb_rate=perturb_rate, generator=generator
+        )
+        return MoScaleVQEncoderOutput(codes=codes, f_hat_per_scale=f_hats, latent=latent_BCT)
 
     @torch.no_grad()
     def _random_rows(self, x_NC: torch.Tensor) -> torch.Tensor:
@@ -453,39 +520,25 @@ class MultiScaleQuantizer(nn.Module):
         In training mode the codebook is seeded from the first batch, codes are drawn with Gumbel noise at
         `temperature`, and the codebook follows an EMA of its assigned vectors with dead-code reset.
         """
-        batch, code_dim, latent_length = latent_BCT.shape
+        latent_length = latent_BCT.shape[-1]
+        codes, f_hats, rest_NC, idx_N = self.residual_loop(
+            latent_BCT, token_lengths_B, temperature if self.training else 0.0, seed_codebook=self.training
+        )
         full_valid_B1T = lengths_to_mask(token_lengths_B, latent_length)[:, None]
-        residual_BCT = latent_BCT.clone()
-        f_hat_BCT = torch.zeros_like(latent_BCT)
         commit = latent_BCT.new_zeros(())
-        rests, chosen, codes = [], [], []
-        for scale in self.scales:
-            residual_BCT = residual_BCT * full_valid_B1T
-            rest_BCL = self.downsample(residual_BCT, latent_length // scale)
-            valid_BL = lengths_to_mask(token_lengths_B // scale, rest_BCL.shape[-1])
-            rest_NC = rest_BCL.transpose(1, 2).reshape(-1, code_dim)
-            if self.training and not bool(self.initialized):
-                self._seed_codebook(rest_NC[valid_BL.reshape(-1)].detach())
-            idx_N = self.nearest_codes(rest_NC, temperature if self.training else 0.0)
-            idx_BL = idx_N.view(batch, -1).masked_fill(~valid_BL, PAD_ID)
-            up_BCT = self.scale_contribution(idx_BL, latent_length)
-            residual_BCT = residual_BCT - up_BCT
-            f_hat_BCT = f_hat_BCT + up_BCT
+        for f_hat_BCT in f_hats:
             # The authors divide by (valid steps * T) rather than (valid steps * C): kept for identical loss values.
             commit = commit + ((latent_BCT - f_hat_BCT.detach()).pow(2) * full_valid_B1T).sum() / (
                 full_valid_B1T.sum() * latent_length
             )
-            rests.append(rest_NC[valid_BL.reshape(-1)])
-            chosen.append(idx_N[valid_BL.reshape(-1)])
-            codes.append(idx_BL)
-        rest_NC, idx_N = torch.cat(rests).detach(), torch.cat(chosen)
+        rest_NC = rest_NC.detach()
         if self.training:
             self._ema_update(rest_NC, idx_N)
         counts_K = torch.bincount(idx_N, minlength=self.num_codes).to(latent_BCT.dtype)
         prob_K = counts_K / counts_K.sum()
         perplexity = torch.exp(-(prob_K * torch.log(prob_K + 1e-7)).sum())
-        straight_through_BCT = latent_BCT + (f_hat_BCT - latent_BCT).detach()
-        return straight_through_BCT, commit / len(self.scales), perplexity, tuple(codes)
+        straight_through_BCT = latent_BCT + (f_hats[-1] - latent_BCT).detach()
+        return straight_through_BCT, commit / len(self.scales), perplexity, codes
 
 
 class MoScaleVQPreTrainedModel(PreTrainedModel):

@@ -215,7 +215,7 @@ def test_save_load_round_trip_gives_identical_samples(pipe, tmp_path):
         ({"prompt_attention_mask": torch.ones(1, 20)}, "goes with prompt_embeds"),
         ({"num_frames": 80.0}, "integer multiple of 4"),
         ({"refinement_steps": 3}, "one integer >= 1 per scale"),
-        ({"top_p": None}, "top_p"),
+        ({"top_p": "0.9"}, "top_p"),
         ({"prompt": None, "prompt_embeds": torch.randn(20, 32)}, r"prompt_embeds must be a \(batch, tokens, 32\)"),
         ({"prompt": None, "prompt_embeds": torch.randn(1, 20, 16)}, r"tensor, got \(1, 20, 16\)"),
         (
@@ -316,16 +316,20 @@ def test_push_to_hub_uploads_a_loadable_pipeline_folder(pipe, tmp_path, monkeypa
 
 # ------------------------------------------------------------------------------------------------ device sync
 def test_the_scale_loop_never_reads_tensors_back_to_the_host(pipe, monkeypatch):
-    """Every tensor -> Python conversion made by pipeline, sampling or model code while `_sample_scales` runs: none."""
+    """Every tensor -> Python conversion made by pipeline, scheduler, editing or model code inside the scale loop
+    (the block of `__call__` that runs under its progress bar): none."""
+    import contextlib
     import sys
 
     import moscale.models.modeling_moscale
     import moscale.models.modeling_moscale_vq
+    import moscale.pipelines.editing
     import moscale.pipelines.pipeline_moscale as module
     import moscale.schedulers.scheduling_moscale
 
     watched = (
         module,
+        moscale.pipelines.editing,
         moscale.schedulers.scheduling_moscale,
         moscale.models.modeling_moscale,
         moscale.models.modeling_moscale_vq,
@@ -343,16 +347,18 @@ def test_the_scale_loop_never_reads_tensors_back_to_the_host(pipe, monkeypatch):
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, spy)
-    sample_scales = module.MoScalePipeline._sample_scales
+    progress_bar = module.MoScalePipeline.progress_bar
 
+    @contextlib.contextmanager
     def flagged(self, *args, **kwargs):
         inside_loop.append(True)
         try:
-            return sample_scales(self, *args, **kwargs)
+            with progress_bar(self, *args, **kwargs) as bar:
+                yield bar
         finally:
             inside_loop.clear()
 
-    monkeypatch.setattr(module.MoScalePipeline, "_sample_scales", flagged)
+    monkeypatch.setattr(module.MoScalePipeline, "progress_bar", flagged)
     out = pipe(PROMPTS, num_frames=[120, 80], generator=gen())
     source = out.features[0, :120]
     pipe(PROMPTS[0], num_frames=160, source_motion=source, generator=gen())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -34,9 +35,17 @@ from moscale.synthetic.body import (
     WRIST,
 )
 from moscale.synthetic.generator import MAX_ROWS, MIN_ROWS
-from moscale.synthetic.plausibility import signed_knee_flexion
+from moscale.synthetic.plausibility import (
+    MAX_JOINT_STEP_M,
+    MIN_JUMP_CLEARANCE_M,
+    MIN_JUMP_FLIGHT_S,
+    failed_checks,
+    jump_flights,
+    signed_knee_flexion,
+)
 from moscale.synthetic.statistics import dataset_statistics
 from moscale.synthetic.statistics import main as statistics_main
+from moscale.synthetic.timeline import FPS, GRAVITY
 from moscale.synthetic.writer import write_dataset
 
 PARENTS = np.array(HUMANML3D.parents)
@@ -101,9 +110,68 @@ def test_motion_is_smooth():
     for clip in CLIPS:
         velocity = np.linalg.norm(np.diff(clip.joints, axis=0), axis=-1) * 20
         acceleration = np.linalg.norm(np.diff(clip.joints, 2, axis=0), axis=-1) * 400
-        # Bounds of fast human motion (a kicking foot, a running stride): about 13 m/s and 20 g.
-        assert velocity.max() < 13.0
-        assert acceleration.max() < 210.0
+        # Bounds of fast human motion: the fastest joint of real HumanML3D clips (a hand in a tennis swing) goes
+        # 10 m/s, 0.5 m per frame; a kicking foot or a running stride accelerates at about 15 g.
+        assert velocity.max() < MAX_JOINT_STEP_M * FPS
+        assert acceleration.max() < 150.0
+
+
+def test_plausibility_checks_pass_on_many_clips():
+    rng = np.random.default_rng(2024)
+    # Random plans, and the actions the checks are about played many times, some by fast performers.
+    clips = [generate_clip(rng) for _ in range(150)]
+    for _ in range(15):
+        for name in ("jump", "kick", "run"):
+            clips.append(generate_clip(rng, [Action.sample(rng, name)]))
+    flights = [flight for clip in clips for flight in jump_flights(clip)]
+    assert len(flights) > 50
+    for clip in clips:
+        assert failed_checks(clip) == [], [action.to_dict() for action in clip.actions]
+    assert min(clearance for clearance, _ in flights) >= MIN_JUMP_CLEARANCE_M
+    assert min(flight for _, flight in flights) >= MIN_JUMP_FLIGHT_S
+
+
+def _single_action_clip(name: str, seed: int = 5):
+    rng = np.random.default_rng(seed)
+    return generate_clip(rng, [Action.sample(rng, name)])
+
+
+def test_jump_flights_are_ballistic():
+    clip = _single_action_clip("jump")
+    flying = np.flatnonzero(~clip.stance_2T.any(0))
+    assert len(flying)
+    for phase in np.split(flying, np.flatnonzero(np.diff(flying) > 1) + 1):
+        # From take-off to landing the ankles fall with the generator's gravity.
+        heights = clip.joints[phase[0] - 1 : phase[-1] + 2][:, ANKLE, 1]
+        np.testing.assert_allclose(np.diff(heights, 2, axis=0), -GRAVITY / FPS**2, atol=1e-9)
+
+
+def test_jump_checks_fail_on_a_low_or_short_jump():
+    clip = _single_action_clip("jump")
+    assert failed_checks(clip) == []
+    flying = ~clip.stance_2T.any(0)
+    above_floor = np.minimum(clip.joints[:, ANKLE, 1] - np.array(ANKLE_HEIGHT), clip.joints[:, TOE, 1] - TOE_HEIGHT)
+    low = clip.joints.copy()
+    # The whole body lowered in the air until its lower foot is at most 4 cm up: a hop barely seen.
+    low[flying, :, 1] -= np.clip(above_floor[flying].min(-1) - 0.04, 0.0, None)[:, None]
+    failures = failed_checks(replace(clip, joints=low))
+    assert failures and all("clears the floor" in failure for failure in failures)
+
+    short = clip.stance_2T.copy()
+    for phase in np.split(np.flatnonzero(flying), np.flatnonzero(np.diff(np.flatnonzero(flying)) > 1) + 1):
+        short[:, phase[3:]] = True  # back on the floor after 3 frames in the air: 0.2 s
+    failures = failed_checks(replace(clip, stance_2T=short))
+    assert failures and all("in the air" in failure for failure in failures)
+
+
+def test_joint_step_check_fails_on_a_snapping_kick():
+    clip = _single_action_clip("kick")
+    assert failed_checks(clip) == []
+    # The same kick played three times as fast: the foot snaps.
+    snap = replace(clip, joints=clip.joints[::3], stance_2T=clip.stance_2T[:, ::3], actions=[])
+    failures = failed_checks(snap)
+    assert len(failures) == 1 and "in one frame" in failures[0]
+    assert np.linalg.norm(np.diff(snap.joints, axis=0), axis=-1).max() > MAX_JOINT_STEP_M
 
 
 def test_joint_angles_stay_in_human_range():
