@@ -5,7 +5,7 @@ A small classifier over the lengths a pipeline accepts (multiples of `unit_lengt
 it when `num_frames` is omitted; train it with `forward(..., num_frames=...)`, whose loss is a cross-entropy over
 the length classes.
 
-Shape suffixes: B batch, S text tokens, T text width, K length classes.
+Tensor names follow the legend in docs/architecture.md ("Tensor names").
 """
 
 from __future__ import annotations
@@ -133,7 +133,7 @@ class MoScaleLengthEstimator(PreTrainedModel):
         num_frames: torch.Tensor | None = None,
         return_dict: bool | None = None,
     ):
-        """Text states (B, S, T) and mask (B, S) -> length logits (B, K), and the loss when `num_frames` is given."""
+        """Text states (B, S, X) and mask (B, S) -> length logits (B, K), and the loss when `num_frames` is given."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if text_hidden_states.ndim != 3 or text_hidden_states.shape[-1] != self.config.text_dim:
             raise ValueError(
@@ -143,8 +143,8 @@ class MoScaleLengthEstimator(PreTrainedModel):
         if tuple(text_attention_mask.shape) != tuple(text_hidden_states.shape[:2]):
             raise ValueError("text_attention_mask must be (batch, tokens), matching text_hidden_states")
         weights_BS1 = text_attention_mask.to(text_hidden_states.dtype)[..., None]
-        pooled_BT = (text_hidden_states * weights_BS1).sum(1) / weights_BS1.sum(1).clamp_min(1.0)
-        logits_BK = self.mlp(pooled_BT).float()
+        pooled_BX = (text_hidden_states * weights_BS1).sum(1) / weights_BS1.sum(1).clamp_min(1.0)
+        logits_BK = self.mlp(pooled_BX).float()
         loss = None
         if num_frames is not None:
             loss = F.cross_entropy(logits_BK, self.frames_to_classes(num_frames).to(logits_BK.device))
