@@ -47,8 +47,9 @@ def main() -> None:
         for use_cache in (True, False):
             seconds[use_cache].append(sample(use_cache))
     cached, uncached = statistics.median(seconds[True]), statistics.median(seconds[False])
+    steps = tuple(pipe.scheduler.config.refinement_steps)
     print(
-        f"{args.batch} motion(s) of {config.max_motion_length} frames, refinement {config.sample_steps_per_scale}, "
+        f"{args.batch} motion(s) of {config.max_motion_length} frames, refinement {steps}, "
         f"CFG, {args.device} ({torch.get_num_threads()} threads), median of {args.repeats}:"
     )
     print(f"  KV cache {cached:.2f} s, no cache {uncached:.2f} s: the cache is {uncached / cached:.2f}x faster")

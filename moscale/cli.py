@@ -21,9 +21,9 @@ OUTPUT_FORMATS = ("npy", "bvh", "gif", "mp4")
 # Subcommands that hand their arguments to another module's command-line function: (module, function, help).
 DELEGATED = {
     "convert": ("moscale.models.convert_original_checkpoint", "main", "convert the authors' checkpoints"),
-    "bvh": ("moscale.motion.bvh", "main", "BVH import, export, and training folders from BVH files"),
+    "bvh": ("moscale.motion.bvh_cli", "main", "BVH import, export, and training folders from BVH files"),
     "render": ("moscale.motion.render", "main", "render motions to GIF, MP4 or a PNG strip of key frames"),
-    "evaluate": ("moscale.evaluation.protocol", "command_line", "the paper's evaluation protocol for a pipeline"),
+    "evaluate": ("moscale.evaluation.evaluate_cli", "command_line", "the paper's evaluation protocol for a pipeline"),
     "demo": ("moscale.demo", "main", "the web demo in a browser (Gradio: pip install 'moscale[demo]')"),
 }
 
@@ -85,7 +85,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
                 np.save(f"{stem}_joints.npy", joints)
                 written.append(Path(f"{stem}_joints.npy"))
         if "bvh" in args.formats:
-            from moscale.motion.bvh import joints_to_bvh
+            from moscale.motion.bvh_export import joints_to_bvh
 
             joints_to_bvh(joints, f"{stem}.bvh", fps=pipe.fps)
             written.append(Path(f"{stem}.bvh"))
@@ -109,13 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("pipeline", help="a MoScalePipeline folder (save_pretrained) or a Hub id")
     gen.add_argument("prompt", nargs="+", help="one or more captions; each gives one motion")
     gen.add_argument("--num-frames", type=int, default=None, help="frames per motion (multiple of 4, 40..196)")
-    gen.add_argument("--guidance-scale", type=float, default=5.0)
+    gen.add_argument(
+        "--guidance-scale", type=float, default=None, help="default: the pipeline scheduler's (5 for the paper's model)"
+    )
     gen.add_argument(
         "--refinement-steps",
         type=int,
         nargs="+",
         default=None,
-        help="steps per scale, coarse to fine (default: the transformer's own, (1, 2, 5, 10) for the paper's model)",
+        help="steps per scale, coarse to fine (default: the pipeline scheduler's, (1, 2, 5, 10) for the paper's model)",
     )
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--device", default="cpu")

@@ -31,9 +31,10 @@ except ImportError as error:
 
 import moscale.pretrained
 from moscale.cli import _slug
-from moscale.motion.bvh import bvh_to_features, joints_to_bvh
+from moscale.motion.bvh_export import joints_to_bvh
 from moscale.motion.render import render_animation
 from moscale.motion.representation import HUMANML3D, features_from_joints
+from moscale.motion.retarget import bvh_to_features
 
 MAX_PROMPTS = 4
 MAX_KEPT_MOTIONS = 12
@@ -92,7 +93,11 @@ class MotionDemo:
 
     @property
     def default_refinement_steps(self) -> str:
-        return "" if self.pipe is None else ", ".join(map(str, self.pipe.transformer.config.sample_steps_per_scale))
+        return "" if self.pipe is None else ", ".join(map(str, self.pipe.scheduler.config.refinement_steps))
+
+    @property
+    def default_guidance_scale(self) -> float:
+        return 5.0 if self.pipe is None else self.pipe.scheduler.config.guidance_scale
 
     # ------------------------------------------------------------------------------------------------ inputs
     def _require_pipeline(self):
@@ -309,7 +314,9 @@ def build_demo(model: str | None = None, device: str | None = None) -> gr.Blocks
         motions = gr.State([])
         with gr.Row():
             seed = gr.Number(label="Seed", value=0, precision=0, minimum=0)
-            guidance_scale = gr.Slider(0.0, 10.0, value=5.0, step=0.5, label="Guidance scale (0: none)")
+            guidance_scale = gr.Slider(
+                0.0, 10.0, value=work.default_guidance_scale, step=0.5, label="Guidance scale (0: none)"
+            )
             refinement_steps = gr.Textbox(
                 label="Refinement steps per scale, coarse to fine", value=work.default_refinement_steps
             )

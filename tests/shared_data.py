@@ -17,6 +17,12 @@ SHARED_DATA = Path(os.environ.get("MOSCALE_SHARED_DATA", ROOT.parent / "shared" 
 HUMANML3D_SAMPLE = Path(os.environ.get("MOSCALE_HUMANML3D_SAMPLE", SHARED_DATA / "humanml3d_sample"))
 PARITY_FIXTURE = Path(os.environ.get("MOSCALE_PARITY_FIXTURE", SHARED_DATA / "parity" / "fixture_a"))
 METRICS_FIXTURE = Path(os.environ.get("MOSCALE_METRICS_FIXTURE", SHARED_DATA / "metrics_reference"))
+BVH_DIR = SHARED_DATA / "bvh"
+SHARED_BVH_FILES = {  # name: (file fps, frames at 20 fps, detected mapping)
+    "cmu_01_01": (120.0, 459, "cmu"),
+    "cmu_jumping_jacks": (30.0, 83, "cmu-anatomical"),
+    "wave_hello": (119.88, 140, "mixamo"),
+}
 
 
 def load_metrics_case(as_torch: bool = False) -> tuple[dict, dict]:

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_pipeline_moscale import tiny_pipeline
 
 from moscale import MoScalePipeline, cli
-from moscale.motion.bvh import load_bvh_joints
+from moscale.motion.retarget import load_bvh_joints
+from tests.helpers import tiny_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -58,27 +58,8 @@ def test_generate_writes_features_joints_bvh_and_gif(saved_pipeline, tmp_path, c
 
 def test_generate_uses_the_transformers_own_refinement_schedule(tmp_path):
     # A three-scale model: the command must not impose the paper's four refinement counts.
-    from moscale import MoScaleConfig, MoScaleForTextToMotion, MoScaleVQConfig, MoScaleVQModel
-
-    base = tiny_pipeline()
-    vq_model = MoScaleVQModel(MoScaleVQConfig(code_dim=16, num_codes=32, width=32, depth=1, scales=(4, 2, 1)))
-    transformer = MoScaleForTextToMotion(
-        MoScaleConfig(
-            num_codes=32,
-            code_dim=16,
-            condition_dim=64,
-            text_pool_head_dim=32,
-            hidden_size=32,
-            num_layers=1,
-            num_attention_heads=2,
-            text_dim=32,
-            scales=(4, 2, 1),
-            sample_steps_per_scale=(1, 2, 3),
-        )
-    )
-    MoScalePipeline(
-        vq_model.eval(), transformer.eval(), base.text_encoder, base.tokenizer, min_num_frames=16
-    ).save_pretrained(tmp_path / "three_scales")
+    pipe = tiny_pipeline(scales=(4, 2, 1), sample_steps_per_scale=(1, 2, 3), min_num_frames=16)
+    pipe.save_pretrained(tmp_path / "three_scales")
     cli.main(["generate", str(tmp_path / "three_scales"), "a person walks", "--num-frames", "96", "--formats", "npy",
               "--out-dir", str(tmp_path / "out"), "--quiet"])  # fmt: skip
     assert np.load(tmp_path / "out" / "00_a_person_walks_features.npy").shape[0] == 96

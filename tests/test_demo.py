@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 from packaging.specifiers import SpecifierSet
-from test_pipeline_moscale import tiny_pipeline
 
 import moscale.pretrained
-from moscale import MoScalePipeline
 from moscale.demo import MAX_PROMPTS, Motion, MotionDemo, build_demo, load_pipeline
 from moscale.models.modeling_length_estimator import MoScaleLengthEstimator, MoScaleLengthEstimatorConfig
-from moscale.motion.bvh import load_bvh_joints, read_bvh
+from moscale.motion.bvh import read_bvh
+from moscale.motion.retarget import load_bvh_joints
+from tests.helpers import tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 FPS = 20
@@ -92,16 +92,7 @@ def test_generate_writes_what_the_pipeline_samples_and_reports_progress(work, pi
 def test_length_from_the_text_uses_the_pipelines_estimator(pipe):
     torch.manual_seed(0)
     estimator = MoScaleLengthEstimator(MoScaleLengthEstimatorConfig(text_dim=32, hidden_size=16)).eval()
-    config = pipe.config
-    with_estimator = MoScalePipeline(
-        pipe.vq_model,
-        pipe.transformer,
-        pipe.text_encoder,
-        pipe.tokenizer,
-        length_estimator=estimator,
-        motion_mean=config.motion_mean,
-        motion_std=config.motion_std,
-    )
+    with_estimator = tiny_pipeline(length_estimator=estimator)
     work = MotionDemo(with_estimator, None, "cpu")
     assert work.has_length_estimator and not MotionDemo(pipe, None, "cpu").has_length_estimator
     prompt = "a person runs in a circle"

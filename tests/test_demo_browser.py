@@ -22,9 +22,10 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 from playwright.sync_api import expect, sync_playwright
-from test_pipeline_editing import calm_pipeline
 
-from moscale.motion.bvh import load_bvh_joints, read_bvh
+from moscale.motion.bvh import read_bvh
+from moscale.motion.retarget import load_bvh_joints
+from tests.pipelines.test_pipeline_editing import calm_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 90

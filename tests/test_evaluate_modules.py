@@ -6,7 +6,8 @@ The reference folder is `../shared/data/metrics_reference` beside the repository
 import evaluate
 import numpy as np
 import pytest
-from shared_data import ROOT, load_metrics_case
+
+from tests.shared_data import ROOT, load_metrics_case
 
 RTOL = 1e-6
 

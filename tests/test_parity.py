@@ -14,11 +14,11 @@ import re
 import pytest
 import torch
 from safetensors.torch import load_file
-from shared_data import PARITY_FIXTURE as FIXTURE
 
 from moscale.models.convert_original_checkpoint import convert_original_checkpoint
 from moscale.models.modeling_moscale import MoScaleForTextToMotion, scale_normalized_rope_angles
 from moscale.models.modeling_moscale_vq import MoScaleVQModel
+from tests.shared_data import PARITY_FIXTURE as FIXTURE
 
 BRIEF_LIMIT = 1e-4  # the bound on any transformer float difference
 

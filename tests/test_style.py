@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-from shared_data import ROOT
+from tests.shared_data import ROOT
 
 
 def ruff(*args: str) -> subprocess.CompletedProcess:

@@ -3,7 +3,7 @@
 Every function here reproduces the arithmetic of the evaluation code used for the MoScale paper (and, before it,
 T2M, T2M-GPT and MoMask): the same float32/float64 split, the same per-batch gallery of 32 candidates for
 R-precision, the same random draws for Diversity and MultiModality. The reasons are spelled out in
-`docs/evaluation.md`; the numbers are checked against the authors' own code in `tests/test_metrics.py`.
+`docs/evaluation.md`; the numbers are checked against the authors' own code in `tests/evaluation/test_metrics.py`.
 
 Inputs are co-embeddings from the T2M evaluator (`moscale.evaluation.t2m_evaluator.T2MEvaluator`): numpy arrays or torch tensors
 of shape (N, D), float32 as the evaluator returns them. Results are numpy scalars/arrays in the dtype the

@@ -28,8 +28,10 @@ from scipy.ndimage import gaussian_filter1d
 __all__ = [
     "HUMANML3D",
     "HUMANML3D_BONE_LENGTHS",
+    "HUMANML3D_JOINT_NAMES",
     "KIT_ML",
     "SkeletonSpec",
+    "UNIT_LENGTH",
     "average_std_within_groups",
     "features_from_joints",
     "forward_kinematics",
@@ -46,6 +48,10 @@ __all__ = [
     "target_offsets",
     "uniform_skeleton",
 ]
+
+UNIT_LENGTH = 4
+"""Frames per step of the motion encoders (MoScale's tokenizer, the T2M evaluator): clip lengths are cropped to
+multiples of it, and one latent step covers this many frames."""
 
 
 @dataclass(frozen=True)
@@ -197,6 +203,32 @@ HUMANML3D_BONE_LENGTHS = np.array(
         0.26987629,
     ],
     dtype=np.float64,
+)
+
+# The 22 HumanML3D joints by index, as the BVH files of `moscale.motion.bvh_export` name them (l_foot: the toes).
+HUMANML3D_JOINT_NAMES = (
+    "pelvis",
+    "l_hip",
+    "r_hip",
+    "spine1",
+    "l_knee",
+    "r_knee",
+    "spine2",
+    "l_ankle",
+    "r_ankle",
+    "spine3",
+    "l_foot",
+    "r_foot",
+    "neck",
+    "l_collar",
+    "r_collar",
+    "head",
+    "l_shoulder",
+    "r_shoulder",
+    "l_elbow",
+    "r_elbow",
+    "l_wrist",
+    "r_wrist",
 )
 
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .body import HIP, LEFT, LEG_REACH, RIGHT, SIDE_SIGN, rest_offset, standing_pelvis_height
-from .timeline import FPS, GRAVITY, Timeline, keyframes, to_world
+from .timeline import FPS, GRAVITY, Timeline, keyframes, move_frames, to_world
 
 # name -> (allowed directions, allowed sides, count range or None, allowed turn angles)
 VOCABULARY: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[int, int] | None, tuple[int, ...]]] = {
@@ -71,15 +71,17 @@ def _stepping(
     tl: Timeline, footprints: list[tuple[int, float, float]], swing: list[int], gap: list[int], lift: float
 ) -> int:
     """Move feet to body-frame footprints (side, lateral, forward) around the current centre, one after another
-    with `swing[i]` frames in the air; move i+1 starts `gap[i]` frames after move i lands (negative: before it
-    lands, which gives a flight phase). Returns the frame at which the last foot lands."""
+    with `swing[i]` frames in the air (more for a long move, see `move_frames`); move i+1 starts `gap[i]` frames
+    after move i lands (negative: before it lands, which gives a flight phase). Returns the frame at which the last
+    foot lands."""
     start = tl.frame
     landing = start
     for i, (side, lateral, forward) in enumerate(footprints):
         xz = tl.center + to_world([lateral, forward], tl.heading)
         target = np.array([xz[0], tl.foot_pos[side, 1], xz[1]])
-        tl.move_foot(side, start, swing[i], target, tl.neutral_foot_yaw(side), lift=lift)
-        landing = start + swing[i]
+        duration = move_frames(float(np.linalg.norm(target - tl.foot_pos[side])), swing[i])
+        tl.move_foot(side, start, duration, target, tl.neutral_foot_yaw(side), lift=lift)
+        landing = start + duration
         if i + 1 < len(footprints):
             start = landing + gap[i]
     return landing
@@ -188,7 +190,8 @@ def _jump(action: Action, tl: Timeline, rng) -> None:
     distance = 0.0
     for _ in range(action.count):
         push = 3
-        flight = int(rng.integers(5, 9))
+        # 0.3 to 0.45 s in the air: the feet clear the floor by 9 to 23 cm at the top, as real jumps in place do.
+        flight = int(rng.integers(6, 10))
         duration = flight / FPS
         height = GRAVITY * duration**2 / 8
         absorb = tl.frames(rng.uniform(0.22, 0.32))
@@ -203,7 +206,7 @@ def _jump(action: Action, tl: Timeline, rng) -> None:
         leap_x, leap_z = to_world([0.0, leap], tl.heading)
         for side in (LEFT, RIGHT):
             target = tl.foot_pos[side] + np.array([leap_x, 0.0, leap_z])
-            tl.move_foot(side, takeoff, flight, target, lift=height, pitch_peak=0.25, ballistic=True)
+            tl.move_foot(side, takeoff, flight, target, lift=height, pitch_peak=0.15, ballistic=True)
         distance += leap
     rise = tl.frames(rng.uniform(0.3, 0.45))
     dy += list(keyframes([0, rise], [dy[-1], 0.0])[1:])
@@ -260,6 +263,10 @@ def _kick(action: Action, tl: Timeline, rng) -> None:
         reach = 0.93 * LEG_REACH[side]
         kick_xz = neutral[[0, 2]] + to_world([0.0, reach * np.sin(hip_flexion)], tl.heading)
         kick_point = np.array([kick_xz[0], hip_height - reach * np.cos(hip_flexion), kick_xz[1]])
+        # However fast the performer, the foot takes long enough not to snap (see `move_frames`).
+        wind = move_frames(float(np.linalg.norm(behind - neutral)), wind)
+        strike = move_frames(float(np.linalg.norm(kick_point - behind)), strike)
+        back = move_frames(float(np.linalg.norm(neutral - kick_point)), back)
         tl.move_foot(side, t, wind, behind, target_pitch=0.3)
         tl.move_foot(side, t + wind, strike, kick_point, target_pitch=0.4)
         tl.move_foot(side, t + wind + strike, back, neutral, target_pitch=0.0)

@@ -35,12 +35,28 @@ BUFFER_FRAMES = 1024
 GRAVITY = 9.81
 # A planted leg stretches to at most this fraction of its reach (a knee bent about 8 degrees).
 PLANTED_REACH = 0.997
+# The farthest an ankle moved by an action goes in one frame (8 m/s). The fastest joint of real HumanML3D clips
+# moves 0.5 m per frame (a hand in a tennis swing); this leaves room for the knee and toe, which swing faster than
+# the ankle when the leg unfolds or the foot pitches.
+MAX_ANKLE_STEP = 0.4
 
 
 def min_jerk(num: int) -> np.ndarray:
     """num + 1 samples of the minimum-jerk ramp from 0 to 1 (zero velocity and acceleration at both ends)."""
     s = np.linspace(0.0, 1.0, num + 1)
     return s**3 * (10 - 15 * s + 6 * s**2)
+
+
+# Largest fraction of a minimum-jerk move made in one frame, for moves of n or more frames (index n): sampled
+# ramps are not monotonic in n (2 frames move half the way per frame, 3 frames 58 % in the middle one).
+_MIN_JERK_PEAK = np.maximum.accumulate([np.diff(min_jerk(n)).max() for n in range(399, 0, -1)])[::-1]
+_MIN_JERK_PEAK = np.concatenate([[np.inf], _MIN_JERK_PEAK])
+
+
+def move_frames(distance: float, frames: int) -> int:
+    """`frames`, or more if a minimum-jerk move over `distance` metres in `frames` would move the ankle farther
+    than MAX_ANKLE_STEP in one frame."""
+    return max(frames, int(np.argmax(_MIN_JERK_PEAK * distance <= MAX_ANKLE_STEP)))
 
 
 def keyframes(frames: list[int], values: list[float]) -> np.ndarray:

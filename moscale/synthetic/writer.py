@@ -1,12 +1,13 @@
-"""Write generated clips as a HumanML3D-layout folder, plus the exact ground truth in `semantics.jsonl`.
+"""Write generated clips as a HumanML3D-layout folder (`moscale.motion.dataset_writer`), plus the exact ground truth
+in `semantics.jsonl`.
 
-    new_joint_vecs/<id>.npy  (T, 263) float32, `moscale.motion.representation.features_from_joints` of the T + 1 generated frames
-    new_joints/<id>.npy      (T, 22, 3) float32, `recover_from_ric` of those features (as HumanML3D made them)
-    texts/<id>.txt           3 captions, `caption#lemma/POS ...#0.0#0.0`
-    train.txt val.txt test.txt   ids, 80 / 5 / 15 % like HumanML3D
-    Mean.npy Std.npy         statistics of the train split; Std is averaged within each feature group, as in
-                             the released HumanML3D statistics
-    semantics.jsonl          one JSON object per clip: id, split, frames, actions with their frames, captions
+    new_joint_vecs/<id>.npy      (T, 263) float32, `features_from_joints` of the T + 1 generated frames
+    new_joints/<id>.npy          (T, 22, 3) float32, `recover_from_ric` of those features (as HumanML3D made them)
+    texts/<id>.txt               3 captions, `caption#lemma/POS ...#0.0#0.0`
+    train.txt val.txt test.txt   ids, 80 / 5 / 15 % like HumanML3D; all.txt lists every id
+    Mean.npy Std.npy             statistics of the train split; Std is averaged within each feature group, as in
+                                 the released HumanML3D statistics
+    semantics.jsonl              one JSON object per clip: id, split, frames, actions with their frames, captions
 
 Clip i is made from the random generator seeded with (seed, i), so a folder is the same whatever the number of
 worker processes, and clip i of a bigger folder equals clip i of a smaller one.
@@ -23,7 +24,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from moscale.motion.representation import HUMANML3D, average_std_within_groups, features_from_joints, recover_from_ric
+from moscale.motion.dataset_writer import (
+    FeatureMoments,
+    create_dataset_folder,
+    write_clip,
+    write_splits,
+    write_statistics,
+)
+from moscale.motion.representation import HUMANML3D, features_from_joints, recover_from_ric
 
 from .captions import caption_line, make_captions
 from .generator import generate_clip
@@ -79,16 +87,12 @@ def assign_splits(num_clips: int, seed: int) -> dict[str, str]:
     return splits
 
 
-def _write_example(task: tuple[str, int, int]) -> tuple[dict, np.ndarray, np.ndarray, int]:
+def _write_example(task: tuple[str, int, int]) -> tuple[dict, FeatureMoments]:
     out, seed, index = task
     example = make_example(seed, index)
-    root = Path(out)
-    np.save(root / "new_joint_vecs" / f"{example.clip_id}.npy", example.features)
-    np.save(root / "new_joints" / f"{example.clip_id}.npy", example.joints)
-    lines = "\n".join(caption_line(caption) for caption in example.captions) + "\n"
-    (root / "texts" / f"{example.clip_id}.txt").write_text(lines, encoding="utf-8")
-    features = example.features.astype(np.float64)
-    return example.semantics, features.sum(0), (features**2).sum(0), len(features)
+    lines = [caption_line(caption) for caption in example.captions]
+    write_clip(out, example.clip_id, example.features, lines, joints=example.joints)
+    return example.semantics, FeatureMoments.of(example.features)
 
 
 def _init_worker() -> None:
@@ -116,38 +120,31 @@ def write_dataset(
             f"{root} already holds a dataset (new_joint_vecs/); pass overwrite=True "
             "(--overwrite) or choose another folder"
         )
-    for folder in ("new_joint_vecs", "new_joints", "texts"):
-        (root / folder).mkdir(parents=True, exist_ok=True)
+    create_dataset_folder(root)
     workers = workers or min(os.cpu_count() or 1, 8)
     tasks = [(str(root), seed, index) for index in range(num_clips)]
     splits = assign_splits(num_clips, seed)
-    semantics, train_sum, train_square, train_rows = [], 0.0, 0.0, 0
+    semantics, train_moments = [], FeatureMoments()
     if workers > 1:
         pool = multiprocessing.get_context("spawn" if os.name == "nt" else "fork").Pool(workers, _init_worker)
         results = pool.imap(_write_example, tasks, chunksize=16)
     else:
         pool, results = None, map(_write_example, tasks)
     try:
-        for record, feature_sum, feature_square, rows in tqdm(
+        for record, moments in tqdm(
             results, total=num_clips, disable=not progress, desc="synthetic clips", unit="clip"
         ):
             record["split"] = splits[record["id"]]
             semantics.append(record)
             if record["split"] == "train":
-                train_sum, train_square = train_sum + feature_sum, train_square + feature_square
-                train_rows += rows
+                train_moments += moments
     finally:
         if pool is not None:
             pool.close()
             pool.join()
 
-    mean = train_sum / train_rows
-    std = average_std_within_groups(np.sqrt(np.maximum(train_square / train_rows - mean**2, 0.0)))
-    np.save(root / "Mean.npy", mean.astype(np.float32))
-    np.save(root / "Std.npy", np.maximum(std, 1e-6).astype(np.float32))
-    for split in SPLIT_FRACTIONS:
-        ids = [record["id"] for record in semantics if record["split"] == split]
-        (root / f"{split}.txt").write_text("".join(f"{clip_id}\n" for clip_id in ids), encoding="utf-8")
+    write_statistics(root, train_moments)
+    write_splits(root, {split: [r["id"] for r in semantics if r["split"] == split] for split in SPLIT_FRACTIONS})
     with open(root / "semantics.jsonl", "w", encoding="utf-8") as handle:
         for record in semantics:
             handle.write(json.dumps(record) + "\n")

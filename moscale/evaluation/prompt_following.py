@@ -1,0 +1,339 @@
+"""Does a pipeline do what the text says? Detector agreement per category, on seen and on unseen phrasings.
+
+    python -m moscale.evaluation.prompt_following --dataset_dir DIR [--model PATH_OR_HUB_ID] [--seed 0]
+
+For each category (jump, squat and wave counts 1-4, turn direction, which hand waves, travel direction, the order of
+2 and of 3 actions) the command generates `--samples_per_category` motions from two prompt sets and reads them back
+with the procedural detectors (`moscale.synthetic.detect`):
+
+- `test_split`: captions of the procedural dataset's test split (`DIR/test.txt` + `DIR/semantics.jsonl`), one per
+  clip, generated at the clip's own length;
+- `unseen`: phrasings written here that no caption template of `moscale.synthetic` produces (checked against every
+  caption of the dataset), at the length the pipeline picks (its length estimator, else its default).
+
+A sample agrees when the detected motion has the asked fact: the asked action's count, the turn's direction, the
+waving hand, the travel direction, or (order categories) every asked action present in the asked order. Other
+detected actions are ignored. Generated motions also get the generator's plausibility figures (bone lengths, foot
+height above the floor, per-frame joint displacement) so that a motion that "agrees" by flailing is visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from moscale.evaluation.semantic_accuracy import _match, detect_actions, load_semantics, score_clip
+from moscale.motion.representation import HUMANML3D, HUMANML3D_BONE_LENGTHS
+
+COUNTED = ("jump", "squat", "wave")
+COUNTS = (1, 2, 3, 4)
+TRAVELLING = ("walk", "run", "side_step", "jump")
+CATEGORIES = (
+    *(f"{name}_count_{count}" for name in COUNTED for count in COUNTS),
+    "turn_direction",
+    "wave_hand",
+    "travel_direction",
+    "order_2",
+    "order_3",
+)
+_NUMBER = {1: "one", 2: "two", 3: "three", 4: "four"}
+_TIMES = {1: "a single time", 2: "two times", 3: "three times in a row", 4: "four times in a row"}
+
+
+# ------------------------------------------------------------------------------------------------ what is judged
+def judged_fact(category: str, actions: list[dict[str, Any]]) -> int | None:
+    """Index of the asked action a category judges in a ground-truth action list (None: category does not apply).
+    Order categories judge the whole list and return 0 when they apply."""
+    if category.startswith("order_"):
+        return 0 if len(actions) == int(category.split("_")[1]) else None
+    for index, action in enumerate(actions):
+        name = action["name"]
+        if category == "turn_direction" and name == "turn":
+            return index
+        if category == "wave_hand" and name == "wave":
+            return index
+        if category == "travel_direction" and name in TRAVELLING and action.get("direction"):
+            return index
+        if "_count_" in category:
+            counted, count = category.split("_count_")
+            if name == counted and action.get("count") == int(count):
+                return index
+    return None
+
+
+def agrees(category: str, truth: list[dict[str, Any]], detected: list[dict[str, Any]]) -> bool:
+    """Whether the detected actions have the fact `category` asks of `truth`."""
+    if category.startswith("order_"):
+        return bool(score_clip(truth, detected)["order"][0])
+    index = judged_fact(category, truth)
+    match = _match(truth, detected)[index]
+    if match is None:
+        return False
+    asked, found = truth[index], detected[match]
+    if category == "turn_direction" or category == "travel_direction":
+        return found.get("direction") == asked["direction"]
+    if category == "wave_hand":
+        return found.get("side") == asked["side"]
+    return found.get("count") == asked["count"]
+
+
+# ----------------------------------------------------------------------------------------------- prompt sets
+def test_split_prompts(
+    dataset_dir: Path, samples: int, seed: int, categories: tuple[str, ...] = CATEGORIES
+) -> dict[str, list[dict[str, Any]]]:
+    """Per category, `samples` test-split clips it applies to (first caption, ground-truth actions and length).
+    When the split has fewer fitting clips, clips repeat (each repetition is a new sample of the pipeline)."""
+    semantics = load_semantics(dataset_dir)
+    split_file = dataset_dir / "test.txt"
+    if not split_file.is_file():
+        raise FileNotFoundError(f"{split_file} not found: pass a folder written by `python -m moscale.synthetic`")
+    ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+    rng = np.random.default_rng(seed)
+    prompts = {}
+    for category in categories:
+        fitting = [i for i in ids if i in semantics and judged_fact(category, semantics[i]["actions"]) is not None]
+        if not fitting:
+            raise ValueError(f"no test clip of {dataset_dir} fits category {category!r}: write a larger dataset")
+        chosen = rng.choice(fitting, size=samples, replace=len(fitting) < samples)
+        prompts[category] = [
+            {
+                "prompt": semantics[i]["captions"][0],
+                "actions": semantics[i]["actions"],
+                "num_frames": int(semantics[i]["num_frames"]),
+            }
+            for i in chosen
+        ]
+    return prompts
+
+
+def _counted_phrasings(name: str, count: int) -> list[str]:
+    n, times = _NUMBER[count], _TIMES[count]
+    plural = count > 1
+    return {
+        "jump": [
+            f"an athlete springs up into the air {times}",
+            f"a kid bounces up and down {times}",
+            f"a person performs {n} vertical jump{'s' * plural}",
+            f"someone leaps straight up {times}",
+        ],
+        "squat": [
+            f"a person crouches down {times}",
+            f"someone does {n} knee bend{'s' * plural}",
+            f"an athlete dips into a low crouch {times}",
+            f"a man lowers his hips and stands back up {times}",
+        ],
+        "wave": [
+            f"a person waves hello {times} using the right hand",
+            f"someone greets a friend by waving the left hand {times}",
+            f"a woman shakes her right hand in the air {times}",
+            f"a man signals with his left hand, waving {times}",
+        ],
+    }[name]
+
+
+def _unseen_templates() -> dict[str, list[tuple[str, list[dict[str, Any]]]]]:
+    """Category -> [(phrasing, asked actions)]; only the judged fact of each action is given."""
+    sets: dict[str, list[tuple[str, list[dict[str, Any]]]]] = {}
+    for name in COUNTED:
+        for count in COUNTS:
+            sides = ["right", "left", "right", "left"]
+            sets[f"{name}_count_{count}"] = [
+                (text, [{"name": name, "count": count, **({"side": sides[i]} if name == "wave" else {})}])
+                for i, text in enumerate(_counted_phrasings(name, count))
+            ]
+    sets["turn_direction"] = (
+        [(f"a person spins to the {d}", [{"name": "turn", "direction": d}]) for d in ("left", "right")]
+        + [(f"someone pivots {d} on the spot", [{"name": "turn", "direction": d}]) for d in ("left", "right")]
+        + [
+            (f"a dancer rotates her body towards the {d}", [{"name": "turn", "direction": d}])
+            for d in ("left", "right")
+        ]
+    )
+    sets["wave_hand"] = [
+        (f"a person greets someone with a {d}-handed wave", [{"name": "wave", "side": d}]) for d in ("left", "right")
+    ] + [(f"someone says goodbye, waving the {d} hand", [{"name": "wave", "side": d}]) for d in ("left", "right")]
+    sets["travel_direction"] = [
+        ("a person strolls ahead a few paces", [{"name": "walk", "direction": "forward"}]),
+        ("someone backs up a few paces", [{"name": "walk", "direction": "backward"}]),
+        ("a man sprints ahead", [{"name": "run", "direction": "forward"}]),
+        ("a woman slides sideways towards the left", [{"name": "side_step", "direction": "left"}]),
+        ("a woman slides sideways towards the right", [{"name": "side_step", "direction": "right"}]),
+        ("a kid bounds forward", [{"name": "jump", "direction": "forward"}]),
+    ]
+    squat, turn_left = {"name": "squat"}, {"name": "turn", "direction": "left"}
+    wave_right, jump = {"name": "wave", "side": "right"}, {"name": "jump"}
+    walk = {"name": "walk", "direction": "forward"}
+    sets["order_2"] = [
+        ("first a person crouches down, afterwards they spin to the left", [squat, turn_left]),
+        ("a man waves hello with his right hand; after that he springs up into the air", [wave_right, jump]),
+        ("someone strolls ahead, and once there crouches down", [walk, squat]),
+        ("a person springs up into the air followed by a spin to the left", [jump, turn_left]),
+    ]
+    sets["order_3"] = [
+        ("first a person strolls ahead, next crouches down, finally spins to the left", [walk, squat, turn_left]),
+        (
+            "a man waves hello with his right hand, after that crouches down, and at the end springs up",
+            [wave_right, squat, jump],
+        ),
+        (
+            "someone spins to the left, after that strolls ahead, and lastly waves hello with the right hand",
+            [turn_left, walk, wave_right],
+        ),
+    ]
+    return sets
+
+
+def unseen_prompts(samples: int, training_captions: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """Per category, `samples` prompts cycling through the written phrasings; none may be a dataset caption."""
+    prompts = {}
+    for category, templates in _unseen_templates().items():
+        for text, _ in templates:
+            if text in training_captions:
+                raise AssertionError(f"the unseen phrasing {text!r} is a caption of the dataset")
+        prompts[category] = [
+            {
+                "prompt": templates[i % len(templates)][0],
+                "actions": templates[i % len(templates)][1],
+                "num_frames": None,
+            }
+            for i in range(samples)
+        ]
+    return prompts
+
+
+# ----------------------------------------------------------------------------------------------- plausibility
+def motion_plausibility(joints_TJ3: np.ndarray, fps: float = HUMANML3D.fps) -> dict[str, float]:
+    """Generator-style checks that need no ground truth: bone length error (m), the lowest joint relative to the
+    floor the feet stand on (m), and the largest per-frame displacement of any joint (m)."""
+    parents = np.array(HUMANML3D.parents)
+    lengths = np.linalg.norm(joints_TJ3[:, 1:] - joints_TJ3[:, parents[1:]], axis=-1)
+    floor = np.percentile(joints_TJ3[:, (10, 11), 1], 5)
+    return {
+        "bone_length_error_m": float(np.abs(lengths - HUMANML3D_BONE_LENGTHS[1:]).max()),
+        "lowest_joint_below_floor_m": float(max(0.0, floor - joints_TJ3[..., 1].min())),
+        "max_joint_step_m": float(np.linalg.norm(np.diff(joints_TJ3, axis=0), axis=-1).max()),
+    }
+
+
+PLAUSIBILITY_LIMITS = {"bone_length_error_m": 0.05, "lowest_joint_below_floor_m": 0.05, "max_joint_step_m": 0.5}
+"""Per-motion limits: 5 cm of bone-length drift, 5 cm below the feet's floor, 0.5 m per frame (the fastest joint
+of the real HumanML3D clips we have, a tennis swing)."""
+
+
+# ------------------------------------------------------------------------------------------------- the run
+def evaluate_prompt_following(
+    pipe,
+    prompt_sets: dict[str, dict[str, list[dict[str, Any]]]],
+    seed: int = 0,
+    batch_size: int = 32,
+    **sampling_kwargs,
+) -> dict[str, Any]:
+    """Generate every prompt of every set and category, detect, and count agreement and plausibility."""
+    fps = pipe.fps
+    result: dict[str, Any] = {"seed": seed, "sets": {}}
+    for set_name, categories in prompt_sets.items():
+        per_category, failures = {}, defaultdict(list)
+        plausible = defaultdict(int)
+        total = 0
+        for c_index, (category, items) in enumerate(categories.items()):
+            agreed = 0
+            for start in range(0, len(items), batch_size):
+                batch = items[start : start + batch_size]
+                frames = [item["num_frames"] for item in batch]
+                if (
+                    None not in frames
+                ):  # the clip's own length, made a valid num_frames (clips over the window end early)
+                    unit, longest = pipe.vq_model.config.unit_length, pipe.vq_model.config.max_motion_length
+                    frames = [min(max(n - n % unit, pipe.config.min_num_frames), longest) for n in frames]
+                generator = torch.Generator().manual_seed(seed * 100_003 + c_index * 1009 + start)
+                kwargs = dict(sampling_kwargs)
+                if None not in frames:
+                    kwargs["num_frames"] = frames
+                out = pipe([item["prompt"] for item in batch], generator=generator, output_type="np", **kwargs)
+                for item, joints, length in zip(batch, out.joints, out.lengths):
+                    joints = joints[: int(length)]
+                    detected = detect_actions(joints, fps=fps)
+                    ok = agrees(category, item["actions"], detected)
+                    agreed += ok
+                    if not ok and len(failures[category]) < 3:
+                        failures[category].append({"prompt": item["prompt"], "detected": detected})
+                    figures = motion_plausibility(joints, fps)
+                    for name, limit in PLAUSIBILITY_LIMITS.items():
+                        plausible[name] += figures[name] <= limit
+                    total += 1
+            per_category[category] = {"agreement": agreed / len(items), "samples": len(items)}
+        result["sets"][set_name] = {
+            "categories": per_category,
+            "min_agreement": min(v["agreement"] for v in per_category.values()),
+            "plausible_fraction": {name: count / total for name, count in plausible.items()},
+            "failure_examples": dict(failures),
+        }
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    sets = list(result["sets"])
+    lines = ["| category | " + " | ".join(sets) + " |", "| --- |" + " --- |" * len(sets)]
+    for category in CATEGORIES:
+        cells = []
+        for name in sets:
+            entry = result["sets"][name]["categories"].get(category)
+            cells.append("-" if entry is None else f"{100 * entry['agreement']:.0f}% (n={entry['samples']})")
+        lines.append(f"| {category} | " + " | ".join(cells) + " |")
+    for check in PLAUSIBILITY_LIMITS:
+        cells = [f"{100 * result['sets'][name]['plausible_fraction'][check]:.0f}%" for name in sets]
+        lines.append(f"| plausible: {check} <= {PLAUSIBILITY_LIMITS[check]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m moscale.evaluation.prompt_following",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--dataset_dir", required=True, help="a procedural dataset folder (python -m moscale.synthetic)"
+    )
+    parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the bundled pipeline)")
+    parser.add_argument("--samples_per_category", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--guidance_scale", type=float, default=None, help="default: the pipeline's")
+    parser.add_argument("--output_dir", default=None, help="write result.json and table.md here")
+    args = parser.parse_args(argv)
+
+    from moscale import MoScalePipeline
+    from moscale.pretrained import bundled_pipeline_path
+
+    dataset_dir = Path(args.dataset_dir)
+    pipe = MoScalePipeline.from_pretrained(args.model or bundled_pipeline_path())
+    pipe.set_progress_bar_config(disable=True)
+    captions = {c for record in load_semantics(dataset_dir).values() for c in record["captions"]}
+    prompt_sets = {
+        "test_split": test_split_prompts(dataset_dir, args.samples_per_category, args.seed),
+        "unseen": unseen_prompts(args.samples_per_category, captions),
+    }
+    kwargs = {} if args.guidance_scale is None else {"guidance_scale": args.guidance_scale}
+    result = evaluate_prompt_following(pipe, prompt_sets, seed=args.seed, batch_size=args.batch_size, **kwargs)
+    result["model"] = str(args.model or "bundled")
+    table = format_table(result)
+    print(table)
+    for name, entry in result["sets"].items():
+        print(f"{name}: lowest category agreement {100 * entry['min_agreement']:.0f}%")
+    if args.output_dir:
+        out = Path(args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.json").write_text(json.dumps(result, indent=2, default=float) + "\n")
+        (out / "table.md").write_text(table + "\n")
+        print(f"wrote {out / 'result.json'} and {out / 'table.md'}")
+
+
+if __name__ == "__main__":
+    main()

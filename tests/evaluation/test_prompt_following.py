@@ -1,0 +1,72 @@
+"""Prompt following: the per-category judge on real procedural clips, the prompt sets, and a run on a tiny pipeline."""
+
+import numpy as np
+import pytest
+
+from moscale.evaluation import prompt_following as pf
+from moscale.evaluation.semantic_accuracy import detect_actions
+from moscale.synthetic import generate_clip, write_dataset
+from tests.helpers import tiny_pipeline
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("procedural")
+    write_dataset(folder, num_clips=200, seed=5)
+    return folder
+
+
+def test_judge_agrees_with_the_truth_of_real_clips_and_not_with_another_clips_truth():
+    clips = [generate_clip(np.random.default_rng([3, i])) for i in range(60)]
+    truths = [[a.to_dict() for a in clip.actions] for clip in clips]
+    detections = [detect_actions(clip.joints) for clip in clips]
+    own, other, judged = 0, 0, 0
+    for category in pf.CATEGORIES:
+        for i, truth in enumerate(truths):
+            if pf.judged_fact(category, truth) is None:
+                continue
+            judged += 1
+            own += pf.agrees(category, truth, detections[i])
+            other += pf.agrees(category, truth, detections[(i + 1) % len(clips)])
+    assert judged > 60
+    assert own == judged  # the detectors read the generator's clips exactly
+    assert other < 0.6 * judged
+
+
+def test_judge_reads_each_category():
+    truth = [{"name": "jump", "direction": "in_place", "count": 2}, {"name": "turn", "direction": "left", "angle": 90}]
+    assert pf.judged_fact("jump_count_2", truth) == 0 and pf.judged_fact("jump_count_3", truth) is None
+    assert pf.judged_fact("turn_direction", truth) == 1 and pf.judged_fact("order_2", truth) == 0
+    detected = [{"name": "jump", "direction": "in_place", "count": 3}, {"name": "turn", "direction": "left"}]
+    assert not pf.agrees("jump_count_2", truth, detected)
+    assert pf.agrees("turn_direction", truth, detected) and pf.agrees("order_2", truth, detected)
+    assert not pf.agrees("order_2", truth, detected[::-1])
+
+
+def test_prompt_sets_cover_every_category_and_unseen_phrasings_are_not_dataset_captions(dataset):
+    from moscale.evaluation.semantic_accuracy import load_semantics
+
+    captions = {c for record in load_semantics(dataset).values() for c in record["captions"]}
+    unseen = pf.unseen_prompts(20, captions)
+    common = ("turn_direction", "wave_hand", "travel_direction", "order_2", "order_3")
+    seen = pf.test_split_prompts(dataset, 20, seed=0, categories=common)
+    assert set(unseen) == set(pf.CATEGORIES) and set(seen) == set(common)
+    for prompts in (unseen, seen):
+        for category, items in prompts.items():
+            assert len(items) == 20
+            assert all(pf.judged_fact(category, item["actions"]) is not None for item in items)
+    assert all(item["prompt"] not in captions for items in unseen.values() for item in items)
+    with pytest.raises(AssertionError, match="is a caption of the dataset"):
+        pf.unseen_prompts(2, {"a person spins to the left"})
+
+
+def test_a_run_on_a_tiny_pipeline_reports_every_category(dataset):
+    pipe = tiny_pipeline()
+    categories = ("turn_direction", "order_2", "wave_hand")
+    sets = {"test_split": pf.test_split_prompts(dataset, 2, seed=1, categories=categories)}
+    result = pf.evaluate_prompt_following(pipe, sets, seed=0, refinement_steps=(1, 1, 1, 1))
+    entry = result["sets"]["test_split"]
+    assert set(entry["categories"]) == set(categories)
+    assert all(0.0 <= v["agreement"] <= 1.0 and v["samples"] == 2 for v in entry["categories"].values())
+    assert set(entry["plausible_fraction"]) == set(pf.PLAUSIBILITY_LIMITS)
+    assert "test_split" in pf.format_table(result)

@@ -1,0 +1,144 @@
+"""examples/train_vq.py and examples/train.py end to end on tiny models: a few steps each, in subprocesses as
+diffusers tests its examples (and in-process where a run stops before training, which spares an interpreter)."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from moscale.models.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
+from tests.helpers import make_motion_folder
+from tests.shared_data import ROOT
+
+EXAMPLES = ROOT / "examples"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+TINY_VQ = ["--code_dim", "16", "--num_codes", "32", "--width", "32", "--depth", "1", "--attention_heads", "2"]
+
+
+def load_script(name: str):
+    """An example script as a module (its own directory on sys.path, as when it runs)."""
+    sys.path.insert(0, str(EXAMPLES))
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(name: str, args: list[str], cwd) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(EXAMPLES / f"{name}.py"), *args]
+    result = subprocess.run(command, env=ENV, cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return make_motion_folder(tmp_path_factory.mktemp("data") / "motions", {"train": 24, "val": 8})
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# ------------------------------------------------------------------------------------------------------ stage 1
+def test_train_vq_trains_validates_saves_and_resumes(data_dir, tmp_path):
+    output = tmp_path / "vq"
+    common = [
+        "--data_dir", str(data_dir), "--output_dir", str(output), "--cache_dir", str(tmp_path / "cache"),
+        "--train_batch_size", "8", "--lr_warmup_steps", "2", *TINY_VQ,
+        "--checkpointing_steps", "2", "--validation_steps", "2", "--logging_steps", "1",
+        "--num_validation_renders", "1", "--max_validation_batches", "1",
+    ]  # fmt: skip
+    run_script("train_vq", [*common, "--max_train_steps", "4"], tmp_path)
+
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["steps"] == 4 and len(summary["losses"]) == 4
+    assert all(np.isfinite(summary["losses"]))
+    assert summary["validation"]["val/joint_error_m"] > 0
+    model = MoScaleVQModel.from_pretrained(output)
+    assert model.config.code_dim == 16 and tuple(model.config.joint_position_dims) == (4, 67)
+    assert bool(model.quantizer.initialized)  # the codebook was seeded from data and trained by EMA
+    records = read_jsonl(output / "logs" / "train_vq.jsonl")
+    steps = [r["step"] for r in records if "loss" in r]
+    assert steps == [1, 2, 3, 4] and all("perplexity" in r and "lr" in r for r in records if "loss" in r)
+    assert [r["step"] for r in records if "val/reconstruction_loss" in r] == [2, 4]
+    assert (output / "validation" / "step_2" / "00.gif").stat().st_size > 0
+    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["checkpoint_2", "checkpoint_4"]
+
+    script = load_script("train_vq")
+    resumed = script.main(script.parse_args([*common, "--max_train_steps", "6", "--resume_from_checkpoint", "latest"]))
+    assert resumed["steps"] == 6 and len(resumed["losses"]) == 2
+    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["checkpoint_4", "checkpoint_6"]
+
+
+def test_presets_set_defaults_that_flags_override(data_dir, tmp_path):
+    script = load_script("train_vq")
+    base = ["--data_dir", str(data_dir), "--output_dir", str(tmp_path)]
+    paper = script.parse_args(base)
+    assert (paper.train_batch_size, paper.num_train_epochs, paper.lr_decay_epochs) == (256, 1000, [300, 700])
+    assert (paper.adam_beta2, paper.max_grad_norm, paper.code_dim, paper.scales) == (0.99, 0.5, 512, [8, 4, 2, 1])
+    small = script.parse_args([*base, "--preset", "cpu-small"])
+    assert small.width < paper.width and small.train_batch_size < paper.train_batch_size
+    assert script.parse_args([*base, "--preset", "cpu-small", "--width", "40"]).width == 40
+    assert script.parse_args([*base, "--preset", "paper-kit-ml"]).dataset_format == "kit-ml"
+
+
+# ---------------------------------------------------------------------------------------------------- bad input
+def expect_input_error(script_name: str, args: list[str], *fragments: str):
+    script = load_script(script_name)
+    training_utils = sys.modules["training_utils"]
+    with pytest.raises(training_utils.TrainingInputError) as error:
+        script.main(script.parse_args(args))
+    for fragment in fragments:
+        assert fragment in str(error.value), str(error.value)
+
+
+def test_train_vq_refuses_bad_input_before_training(data_dir, tmp_path):
+    out = ["--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "cache"), *TINY_VQ]
+    expect_input_error("train_vq", ["--data_dir", str(tmp_path / "nowhere"), *out], "does not exist", "synthetic")
+    (tmp_path / "empty").mkdir()
+    expect_input_error("train_vq", ["--data_dir", str(tmp_path / "empty"), *out], "is empty", "Mean.npy")
+    short = make_motion_folder(tmp_path / "short", {"train": 3})
+    for path in (short / "new_joint_vecs").iterdir():
+        np.save(path, np.load(path)[:20])  # below the 40-frame minimum of HumanML3D clips
+    expect_input_error("train_vq", ["--data_dir", str(short), *out], "no usable clip", "40 to 199 frames")
+    expect_input_error(
+        "train_vq", ["--data_dir", str(data_dir), "--dataset_format", "kit-ml", *out], "251", "--dataset_format"
+    )
+    expect_input_error(
+        "train_vq",
+        ["--data_dir", str(data_dir), "--resume_from_checkpoint", "latest", *out],
+        "holds no complete checkpoint",
+        "Start without --resume_from_checkpoint",
+    )
+    assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+def test_a_half_written_checkpoint_is_never_picked(tmp_path):
+    training_utils = (load_script("train_vq"), sys.modules["training_utils"])[1]
+    checkpoints = tmp_path / "checkpoints"
+    for name in ("checkpoint_2", "checkpoint_10", ".incomplete_checkpoint_12", "checkpoint_x"):
+        (checkpoints / name).mkdir(parents=True)
+    assert training_utils.resolve_resume_checkpoint("latest", checkpoints).name == "checkpoint_10"
+    with pytest.raises(training_utils.TrainingInputError, match="not a checkpoint folder"):
+        training_utils.resolve_resume_checkpoint(str(checkpoints / "checkpoint_x"), checkpoints)
+
+
+def trained_tiny_vq(path, data_dir, motion_dim: int = 263):
+    """A tiny VQ whose codebook was seeded from data (one training-mode forward), saved to `path`."""
+    torch.manual_seed(0)
+    model = MoScaleVQModel(
+        MoScaleVQConfig(motion_dim=motion_dim, code_dim=16, num_codes=32, width=32, depth=1, attention_heads=2)
+    )
+    motions = torch.from_numpy(np.stack([np.load(p)[:40] for p in sorted((data_dir / "new_joint_vecs").iterdir())]))
+    mean, std = np.load(data_dir / "Mean.npy"), np.load(data_dir / "Std.npy")
+    motions = ((motions - torch.from_numpy(mean)) / torch.from_numpy(std)).float()[..., :motion_dim]
+    padded = torch.nn.functional.pad(motions, (0, 0, 0, 196 - 40))
+    model.train()(padded, torch.full((len(motions),), 40))
+    model.eval().save_pretrained(path)
+    return path
