@@ -22,7 +22,7 @@ DELEGATED = {
     "convert": ("moscale.models.convert_original_checkpoint", "main", "convert the authors' checkpoints"),
     "bvh": ("moscale.motion.bvh_cli", "main", "BVH import, export, and training folders from BVH files"),
     "render": ("moscale.motion.render", "main", "render motions to GIF, MP4 or a PNG strip of key frames"),
-    "evaluate": ("moscale.evaluation.protocol", "command_line", "the paper's evaluation protocol for a pipeline"),
+    "evaluate": ("moscale.evaluation.evaluate_cli", "command_line", "the paper's evaluation protocol for a pipeline"),
 }
 
 

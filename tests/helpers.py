@@ -178,3 +178,39 @@ def reimported_joints(path: Path) -> np.ndarray:
 
     motion = read_bvh(path)
     return motion.positions()[:, [motion.names.index(name) for name in HUMANML3D_JOINT_NAMES]]
+
+
+# The evaluation protocol's tests: 112 test items are 7 batches of 16, more than the 100 pairs Diversity draws.
+NUM_TEST_ITEMS, PROTOCOL_TEST_BATCH_SIZE = 112, 16
+
+
+def protocol_settings(**overrides):
+    """Small `ProtocolSettings`: 2 repeats of batches of 16, 1 MultiModality batch of 11 generations."""
+    from moscale.evaluation.protocol import ProtocolSettings
+
+    values = dict(
+        seed=3, repeats=2, batch_size=PROTOCOL_TEST_BATCH_SIZE, refinement_steps=(1, 1, 1, 1), multimodality_batches=1,
+        multimodality_generations=11,
+    )  # fmt: skip
+    values.update(overrides)
+    return ProtocolSettings(**values)
+
+
+def perfect_generator(rows, settings, repeat, noise=0.0):
+    """A 'model' that returns the real motions of each batch (looked up by captions and lengths), plus noise."""
+    import torch
+
+    from moscale.evaluation.protocol import load_batch, repeat_batches
+
+    table = {}
+    for batch, indices in enumerate(repeat_batches(len(rows), settings.batch_size, settings.seed, repeat)):
+        data = load_batch(rows, indices, settings.seed, repeat, batch)
+        table[(tuple(data.captions), tuple(data.lengths.tolist()))] = data.motions
+
+    def generate(captions, lengths, seed):
+        motions = table[(tuple(captions), tuple(lengths.tolist()))]
+        noise_BND = torch.randn(motions.shape, generator=torch.Generator().manual_seed(seed))
+        inside = (torch.arange(motions.shape[1])[None] < lengths[:, None])[..., None]
+        return motions + noise * noise_BND * inside
+
+    return generate

@@ -32,6 +32,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from moscale.motion.representation import UNIT_LENGTH
+
 __all__ = [
     "DATASET_FOLDERS",
     "EVALUATOR_DOWNLOAD_HINT",
@@ -83,7 +85,6 @@ VIP_WORDS: dict[str, frozenset[str]] = {
 }
 
 MAX_TEXT_LEN = 20
-UNIT_LENGTH = 4
 NUM_FOOT_CONTACTS = 4
 
 # Folder names the evaluator downloads use for each dataset: MoScale/MoMask use `humanml3d`, T2M/MDM use `t2m`.

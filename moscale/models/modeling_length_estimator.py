@@ -5,7 +5,7 @@ A small classifier over the lengths a pipeline accepts (multiples of `unit_lengt
 it when `num_frames` is omitted; train it with `forward(..., num_frames=...)`, whose loss is a cross-entropy over
 the length classes.
 
-Shape suffixes: B batch, S text tokens, T text width, K length classes.
+Tensor names follow the legend in docs/architecture.md ("Tensor names").
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
+
+from moscale.models.modeling_moscale_vq import is_valid_num_frames
 
 __all__ = ["MoScaleLengthEstimator", "MoScaleLengthEstimatorConfig", "MoScaleLengthEstimatorOutput"]
 
@@ -45,8 +47,9 @@ class MoScaleLengthEstimatorConfig(PreTrainedConfig):
         max_motion_length: int = 196,
         **kwargs,
     ):
-        multiples = min_num_frames % unit_length == 0 and max_motion_length % unit_length == 0
-        if not multiples or not 0 < min_num_frames <= max_motion_length:
+        if max_motion_length % unit_length or not is_valid_num_frames(
+            min_num_frames, unit_length, 1, max_motion_length
+        ):
             raise ValueError(
                 f"min_num_frames ({min_num_frames}) and max_motion_length ({max_motion_length}) must be multiples of "
                 f"unit_length ({unit_length}) with 0 < min_num_frames <= max_motion_length"
@@ -100,9 +103,8 @@ class MoScaleLengthEstimator(PreTrainedModel):
         """Frame counts (B,) -> class ids; lengths must be valid multiples of unit_length within range."""
         cfg = self.config
         num_frames = torch.as_tensor(num_frames).long()
-        bad = num_frames % cfg.unit_length != 0
-        bad = bad | (num_frames < cfg.min_num_frames) | (num_frames > cfg.max_motion_length)
-        if bool(bad.any()):
+        rule = (cfg.unit_length, cfg.min_num_frames, cfg.max_motion_length)
+        if not all(is_valid_num_frames(n, *rule) for n in num_frames.tolist()):
             raise ValueError(
                 f"num_frames must be multiples of {cfg.unit_length} between {cfg.min_num_frames} and "
                 f"{cfg.max_motion_length}, got {num_frames.tolist()}"
@@ -120,7 +122,7 @@ class MoScaleLengthEstimator(PreTrainedModel):
         num_frames: torch.Tensor | None = None,
         return_dict: bool | None = None,
     ):
-        """Text states (B, S, T) and mask (B, S) -> length logits (B, K), and the loss when `num_frames` is given."""
+        """Text states (B, S, X) and mask (B, S) -> length logits (B, K), and the loss when `num_frames` is given."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         if text_hidden_states.ndim != 3 or text_hidden_states.shape[-1] != self.config.text_dim:
             raise ValueError(
@@ -130,8 +132,8 @@ class MoScaleLengthEstimator(PreTrainedModel):
         if tuple(text_attention_mask.shape) != tuple(text_hidden_states.shape[:2]):
             raise ValueError("text_attention_mask must be (batch, tokens), matching text_hidden_states")
         weights_BS1 = text_attention_mask.to(text_hidden_states.dtype)[..., None]
-        pooled_BT = (text_hidden_states * weights_BS1).sum(1) / weights_BS1.sum(1).clamp_min(1.0)
-        logits_BK = self.mlp(pooled_BT).float()
+        pooled_BX = (text_hidden_states * weights_BS1).sum(1) / weights_BS1.sum(1).clamp_min(1.0)
+        logits_BK = self.mlp(pooled_BX).float()
         loss = None
         if num_frames is not None:
             loss = F.cross_entropy(logits_BK, self.frames_to_classes(num_frames).to(logits_BK.device))

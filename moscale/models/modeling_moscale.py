@@ -13,8 +13,7 @@ is the max over the start tokens) with a block-causal mask (a position sees its 
 ungated cross-attention to the text. The computation reproduces the authors' MoScale (github.com/zhiwei-zzz/MoScale)
 tensor for tensor; knowing differences are listed in docs/architecture.md.
 
-Shape suffixes follow VAR: B batch, L tokens, V codebook size, C code dim, D condition width, E block width,
-H heads, d head dim, S text tokens, T text width.
+Tensor names follow the legend in docs/architecture.md ("Tensor names").
 """
 
 from __future__ import annotations
@@ -30,8 +29,8 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-PAD_ID = -1
-"""Token id of positions beyond a sample's valid length."""
+from moscale.models.modeling_moscale_vq import PAD_ID
+
 MASK_ID = -2
 """Token id of a masked position (to be predicted)."""
 
@@ -42,13 +41,13 @@ class MoScaleConfig(PreTrainedConfig):
     Args:
         num_codes: tokenizer codebook size V (the output vocabulary).
         code_dim: tokenizer code width C (token embeddings and f_hat features).
-        condition_dim: width D of the text condition, start tokens and input projections (`latent_dim` in the
+        condition_dim: width A of the text condition, start tokens and input projections (`latent_dim` in the
             authors' YAML). Must be a multiple of `text_pool_head_dim`.
         hidden_size: width E of the transformer blocks (`head_latent_dim` in the authors' YAML).
         num_layers: number of blocks.
         num_attention_heads: heads of the self- and cross-attention of the blocks.
         mlp_ratio: FFN hidden size relative to `hidden_size`.
-        text_dim: width T of the text encoder's hidden states (768 for google/t5-v1_1-base).
+        text_dim: width X of the text encoder's hidden states (768 for google/t5-v1_1-base).
         max_text_length: text tokens per caption; also the number of learned unconditional rows.
         text_pool_head_dim: head size of the start-token text pool (the authors use 128).
         scales: tokenizer scales, coarse to fine.
@@ -180,11 +179,11 @@ class MoScaleTextConditioning(ModelOutput):
     """The text-derived tensors, computed once per caption batch by [`MoScaleForTextToMotion.encode_text`].
 
     Args:
-        start_tokens: (B, first_l, D) inputs of the first scale (a multi-query pool over the text).
-        condition: (B, 1, D) AdaLN condition, the max over the start tokens.
-        memory: (B, S, D) cross-attention memory (text after RMSNorm and a 2-layer MLP).
+        start_tokens: (B, Q, A) inputs of the first scale (a multi-query pool over the text).
+        condition: (B, 1, A) AdaLN condition, the max over the start tokens.
+        memory: (B, S, A) cross-attention memory (text after RMSNorm and a 2-layer MLP).
         memory_mask: (B, S) True at the caption's tokens.
-        normed_text: (B, S, T) text (or unconditional rows) after RMSNorm.
+        normed_text: (B, S, X) text (or unconditional rows) after RMSNorm.
     """
 
     start_tokens: torch.FloatTensor | None = None
@@ -268,14 +267,14 @@ def scale_normalized_rope_angles(
     inv_freq = 1.0 / (theta ** (torch.arange(0, half, 2, dtype=torch.float32, device=device) / half))
     full = patch_sizes[-1]
     canonical = torch.arange(full, dtype=torch.float32, device=device)
-    table_FH = torch.repeat_interleave(torch.outer(canonical, inv_freq), 2, dim=-1)
+    table_Fh = torch.repeat_interleave(torch.outer(canonical, inv_freq), 2, dim=-1)
     positions = [
         torch.round(torch.arange(size, dtype=torch.float32, device=device) * (full / float(size)))
         .clamp_(0, full - 1)
         .long()
         for size in patch_sizes
     ]
-    return table_FH[torch.cat(positions)]
+    return table_Fh[torch.cat(positions)]
 
 
 def apply_interleaved_rope(x_BHLd: torch.Tensor, angles_Lh: torch.Tensor) -> torch.Tensor:
@@ -314,12 +313,12 @@ class TextCrossAttention(nn.Module):
         self.out_proj = nn.Linear(query_dim, query_dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, query_BLE: torch.Tensor, memory_BSD: torch.Tensor, memory_mask_BS: torch.Tensor) -> torch.Tensor:
+    def forward(self, query_BLE: torch.Tensor, memory_BSA: torch.Tensor, memory_mask_BS: torch.Tensor) -> torch.Tensor:
         batch, length, width = query_BLE.shape
         q_BHLd = self.q_proj(query_BLE).view(batch, length, self.num_heads, -1).transpose(1, 2)
         bias = torch.cat([torch.zeros_like(self.v_bias), self.v_bias])
-        kv_BSC = F.linear(memory_BSD, self.kv_proj.weight, bias)
-        kv_BS2Hd = kv_BSC.view(batch, -1, 2, self.num_heads, width // self.num_heads)
+        kv_BS2E = F.linear(memory_BSA, self.kv_proj.weight, bias)
+        kv_BS2Hd = kv_BS2E.view(batch, -1, 2, self.num_heads, width // self.num_heads)
         k_BHSd, v_BHSd = kv_BS2Hd.permute(2, 0, 3, 1, 4).unbind(0)
         out_BHLd = F.scaled_dot_product_attention(q_BHLd, k_BHSd, v_BHSd, attn_mask=memory_mask_BS[:, None, None, :])
         return self.dropout(self.out_proj(out_BHLd.transpose(1, 2).reshape(batch, length, width)))
@@ -336,9 +335,9 @@ class MultiQueryTextPool(nn.Module):
             config.condition_dim, config.text_dim, config.condition_dim // config.text_pool_head_dim, dropout=0.0
         )
 
-    def forward(self, text_BST: torch.Tensor, text_mask_BS: torch.Tensor) -> torch.Tensor:
-        queries_BMD = self.query_tokens[None].expand(text_BST.shape[0], -1, -1)
-        return self.attention(queries_BMD, text_BST, text_mask_BS)
+    def forward(self, text_BSX: torch.Tensor, text_mask_BS: torch.Tensor) -> torch.Tensor:
+        queries_BQA = self.query_tokens[None].expand(text_BSX.shape[0], -1, -1)
+        return self.attention(queries_BQA, text_BSX, text_mask_BS)
 
 
 class DropPath(nn.Module):
@@ -426,9 +425,9 @@ class MoScaleBlock(nn.Module):
         self.adaln_modulation = nn.Linear(config.condition_dim, 6 * width)
         self.drop_path = DropPath(drop_path)
 
-    def modulation(self, condition_B1D: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def modulation(self, condition_B1A: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The six (B, 1, E) AdaLN vectors gamma1, gamma2, scale1, scale2, shift1, shift2."""
-        return self.adaln_modulation(F.silu(condition_B1D)).chunk(6, dim=-1)
+        return self.adaln_modulation(F.silu(condition_B1A)).chunk(6, dim=-1)
 
     def forward(
         self,
@@ -556,7 +555,7 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         text_attention_mask: torch.Tensor,
         drop_text: torch.Tensor | None = None,
     ) -> MoScaleTextConditioning:
-        """Text encoder states (B, S, T) + left-aligned mask (B, S) -> start tokens, AdaLN condition, memory.
+        """Text encoder states (B, S, X) + left-aligned mask (B, S) -> start tokens, AdaLN condition, memory.
 
         `drop_text` (B,) bool replaces a caption's rows by the learned unconditional rows `uncond_text_embedding[:n]`,
         keeping the caption's own token count n (the unconditional branch of classifier-free guidance). For CFG
@@ -564,21 +563,21 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         """
         batch, length, _ = self._check_text(text_hidden_states, text_attention_mask)
         mask_BS = text_attention_mask.bool()
-        text_BST = text_hidden_states.to(self.dtype)
+        text_BSX = text_hidden_states.to(self.dtype)
         if drop_text is not None:
-            drop_text = torch.as_tensor(drop_text, device=text_BST.device).bool()
+            drop_text = torch.as_tensor(drop_text, device=text_BSX.device).bool()
             if drop_text.shape != (batch,):
                 raise ValueError(f"drop_text must have shape ({batch},), got {tuple(drop_text.shape)}")
-            uncond_1ST = self.uncond_text_embedding[None, :length].to(text_BST.dtype)
-            text_BST = torch.where(drop_text[:, None, None], uncond_1ST, text_BST)
-        normed_BST = self.text_norm(text_BST)
-        start_BMD = self.text_pool(normed_BST, mask_BS)
+            uncond_1SX = self.uncond_text_embedding[None, :length].to(text_BSX.dtype)
+            text_BSX = torch.where(drop_text[:, None, None], uncond_1SX, text_BSX)
+        normed_BSX = self.text_norm(text_BSX)
+        start_BQA = self.text_pool(normed_BSX, mask_BS)
         return MoScaleTextConditioning(
-            start_tokens=start_BMD,
-            condition=start_BMD.max(dim=1, keepdim=True).values,
-            memory=self.text_proj(normed_BST),
+            start_tokens=start_BQA,
+            condition=start_BQA.max(dim=1, keepdim=True).values,
+            memory=self.text_proj(normed_BSX),
             memory_mask=mask_BS,
-            normed_text=normed_BST,
+            normed_text=normed_BSX,
         )
 
     def _check_text(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[int, int, int]:
@@ -604,7 +603,7 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
 
     # ---------------------------------------------------------------------------------------------------- tokens
     def embed_tokens(self, ids_Bl: torch.Tensor, check_ids: bool = True) -> torch.Tensor:
-        """Token ids (codes, MASK_ID, PAD_ID) -> token inputs (B, l, D) after the token projection.
+        """Token ids (codes, MASK_ID, PAD_ID) -> token inputs (B, l, A) after the token projection.
 
         `check_ids=False` skips the range check, which reads a value back to the host (a device sync); samplers
         that build the ids themselves pass it.
@@ -618,9 +617,9 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         emb_BlC = torch.where((ids_Bl == PAD_ID)[..., None], self.pad_token_embedding, emb_BlC)
         return self.token_proj(emb_BlC)
 
-    def final_norm(self, hidden_BlE: torch.Tensor, condition_B1D: torch.Tensor) -> torch.Tensor:
+    def final_norm(self, hidden_BlE: torch.Tensor, condition_B1A: torch.Tensor) -> torch.Tensor:
         """AdaLN before the head: LN(h) * (1 + scale) + shift."""
-        scale, shift = self.head_adaln_modulation(F.silu(condition_B1D)).chunk(2, dim=-1)
+        scale, shift = self.head_adaln_modulation(F.silu(condition_B1A)).chunk(2, dim=-1)
         return self.head_norm(hidden_BlE) * (1 + scale) + shift
 
     def scale_boundaries(self) -> tuple[int, ...]:
@@ -698,9 +697,9 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         elif text_conditioning.start_tokens.shape[0] != batch:
             raise ValueError("text_conditioning batch size does not match input_ids")
 
-        start_BMD = text_conditioning.start_tokens
-        continuous_BlD = self._continuous_inputs(start_BMD, prev_scale_features, start, stop, batch)
-        hidden_BlE = self.input_proj(torch.cat([continuous_BlD, self.embed_tokens(input_ids, check_ids)], dim=-1))
+        start_BQA = text_conditioning.start_tokens
+        continuous_BlA = self._continuous_inputs(start_BQA, prev_scale_features, start, stop, batch)
+        hidden_BlE = self.input_proj(torch.cat([continuous_BlA, self.embed_tokens(input_ids, check_ids)], dim=-1))
         device = hidden_BlE.device
         # Learned positions for the start tokens only; zero rows elsewhere.
         start_pos_LE = F.pad(self.start_position_embedding[0], (0, 0, 0, self.config.sequence_length - self.first_l))
@@ -738,12 +737,12 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     def _continuous_inputs(
-        self, start_BMD: torch.Tensor, prev_scale_features: torch.Tensor | None, start: int, stop: int, batch: int
+        self, start_BQA: torch.Tensor, prev_scale_features: torch.Tensor | None, start: int, stop: int, batch: int
     ) -> torch.Tensor:
         """Start tokens for new positions inside the first scale, projected f_hat features for the rest."""
         parts = []
         if start < self.first_l:
-            parts.append(start_BMD[:, start : min(stop, self.first_l)])
+            parts.append(start_BQA[:, start : min(stop, self.first_l)])
         n_features = stop - max(start, self.first_l)
         expected = (batch, n_features, self.config.code_dim)
         if n_features > 0:
@@ -753,7 +752,7 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
                     f"prev_scale_features must have shape {expected} for positions {max(start, self.first_l)}.."
                     f"{stop - 1}, got {got}"
                 )
-            parts.append(self.prev_scale_proj(prev_scale_features.to(start_BMD.dtype)))
+            parts.append(self.prev_scale_proj(prev_scale_features.to(start_BQA.dtype)))
         elif prev_scale_features is not None and prev_scale_features.shape[1] != 0:
             raise ValueError("prev_scale_features given, but every new position is a start token")
         return torch.cat(parts, dim=1)

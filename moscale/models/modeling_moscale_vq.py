@@ -9,8 +9,7 @@ reconstruction `f_hat` (B, C, T) back to motion.
 The computation reproduces the authors' HRVQVAE (github.com/zhiwei-zzz/MoScale) tensor for tensor; the places where
 we differ on purpose are listed in docs/architecture.md.
 
-Shape suffixes follow VAR: B batch, N frames, D motion features, C code dim, T latent steps, K codebook size,
-L tokens at one scale.
+Tensor names follow the legend in docs/architecture.md ("Tensor names").
 """
 
 from __future__ import annotations
@@ -51,7 +50,7 @@ class MoScaleVQConfig(PreTrainedConfig):
     Args:
         motion_dim: features per frame (263 for HumanML3D, 251 for KIT-ML).
         code_dim: width C of latents and codebook vectors.
-        num_codes: codebook size K (shared by all scales).
+        num_codes: codebook size V (shared by all scales).
         scales: temporal downsampling factor of each quantizer scale, coarse to fine; the finest must be 1.
         width: channel width of the convolutional encoder/decoder.
         depth: residual blocks per resolution.
@@ -340,8 +339,8 @@ class MoScaleVQDecoder(nn.Module):
 class MultiScaleQuantizer(nn.Module):
     """Shared-codebook residual quantizer over temporal scales, with EMA codebook learning.
 
-    Buffers (all persistent, so `from_pretrained` restores them): `codebook` (K, C), the EMA statistics
-    `code_sum` (K, C) and `code_count` (K,), and `initialized` (0 until the first training batch has seeded the
+    Buffers (all persistent, so `from_pretrained` restores them): `codebook` (V, C), the EMA statistics
+    `code_sum` (V, C) and `code_count` (V,), and `initialized` (0 until the first training batch has seeded the
     codebook from encoder outputs).
     """
 
@@ -355,17 +354,17 @@ class MultiScaleQuantizer(nn.Module):
         self.register_buffer("code_count", torch.ones(config.num_codes))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.long))
 
-    def nearest_codes(self, x_NC: torch.Tensor, temperature: float = 0.0) -> torch.LongTensor:
+    def nearest_codes(self, x_RC: torch.Tensor, temperature: float = 0.0) -> torch.LongTensor:
         """Nearest codebook entry of each row; with temperature > 0, a Gumbel-perturbed choice (training)."""
-        codebook_KC = self.codebook
+        codebook_VC = self.codebook
         # Same expansion and order as the authors, so near-ties resolve identically.
-        distance_NK = x_NC.pow(2).sum(-1, keepdim=True) - 2 * x_NC @ codebook_KC.t() + codebook_KC.pow(2).sum(-1)[None]
-        scores_NK = -distance_NK
+        distance_RV = x_RC.pow(2).sum(-1, keepdim=True) - 2 * x_RC @ codebook_VC.t() + codebook_VC.pow(2).sum(-1)[None]
+        scores_RV = -distance_RV
         if temperature > 0:
-            uniform = torch.rand_like(scores_NK)
+            uniform = torch.rand_like(scores_RV)
             gumbel = -torch.log((-torch.log(uniform.clamp(min=1e-20))).clamp(min=1e-20))
-            scores_NK = scores_NK / temperature + gumbel
-        return scores_NK.argmax(dim=-1)
+            scores_RV = scores_RV / temperature + gumbel
+        return scores_RV.argmax(dim=-1)
 
     def lookup(self, idx_BL: torch.Tensor) -> torch.Tensor:
         """(B, L) ids -> (B, C, L) code vectors, zero at PAD_ID."""
@@ -381,17 +380,21 @@ class MultiScaleQuantizer(nn.Module):
         return x_BCT if x_BCT.shape[-1] == size else F.interpolate(x_BCT, size=size, mode="area")
 
     def perturb(
-        self, idx_N: torch.Tensor, valid_N: torch.Tensor, rate_range: Sequence[float], generator: torch.Generator | None
+        self,
+        idx_BL: torch.Tensor,
+        valid_BL: torch.Tensor,
+        rate_range: Sequence[float],
+        generator: torch.Generator | None,
     ) -> torch.Tensor:
         """Replace a random fraction r ~ U(rate_range) of valid ids by a different random id."""
         low, high = float(rate_range[0]), float(rate_range[1])
-        device = idx_N.device
+        device = idx_BL.device
         rate = low + (high - low) * torch.rand((), generator=generator, device=device)
-        replace_N = (torch.rand(idx_N.shape, generator=generator, device=device) < rate) & valid_N
-        offset_N = torch.randint(0, self.num_codes - 1, idx_N.shape, generator=generator, device=device)
-        # Drawing from K-1 values and skipping the true id makes the replacement always a different code.
-        different_N = offset_N + (offset_N >= idx_N).long()
-        return torch.where(replace_N, different_N, idx_N)
+        replace_BL = (torch.rand(idx_BL.shape, generator=generator, device=device) < rate) & valid_BL
+        offset_BL = torch.randint(0, self.num_codes - 1, idx_BL.shape, generator=generator, device=device)
+        # Drawing from V-1 values and skipping the true id makes the replacement always a different code.
+        different_BL = offset_BL + (offset_BL >= idx_BL).long()
+        return torch.where(replace_BL, different_BL, idx_BL)
 
     def residual_codes(
         self, residual_BCT: torch.Tensor, token_lengths_B: torch.Tensor, scale_index: int, temperature: float = 0.0
@@ -418,11 +421,11 @@ class MultiScaleQuantizer(nn.Module):
         residual_BCT = residual_BCT * lengths_to_mask(token_lengths_B, latent_length)[:, None]
         rest_BCL = self.downsample(residual_BCT, latent_length // scale)
         valid_BL = lengths_to_mask(token_lengths_B // scale, rest_BCL.shape[-1])
-        rest_NC = rest_BCL.transpose(1, 2).reshape(-1, code_dim)
+        rest_RC = rest_BCL.transpose(1, 2).reshape(-1, code_dim)
         if seed_codebook and not bool(self.initialized):
-            self._seed_codebook(rest_NC[valid_BL.reshape(-1)].detach())
-        idx_BL = self.nearest_codes(rest_NC, temperature).view(batch, -1).masked_fill(~valid_BL, PAD_ID)
-        return idx_BL, rest_NC, valid_BL
+            self._seed_codebook(rest_RC[valid_BL.reshape(-1)].detach())
+        idx_BL = self.nearest_codes(rest_RC, temperature).view(batch, -1).masked_fill(~valid_BL, PAD_ID)
+        return idx_BL, rest_RC, valid_BL
 
     def residual_loop(
         self,
@@ -442,13 +445,13 @@ class MultiScaleQuantizer(nn.Module):
         Returns:
             codes: one (B, T // s) LongTensor per scale (PAD_ID beyond the lengths);
             f_hat_per_scale: the accumulated reconstruction (B, C, T) after each scale;
-            rest_NC, idx_N: every scale's valid downsampled residual rows and their chosen codes (for the EMA).
+            rest_RC, idx_R: every scale's valid downsampled residual rows and their chosen codes (for the EMA).
         """
         residual_BCT = latent_BCT.clone()
         f_hat_BCT = torch.zeros_like(latent_BCT)
         codes, f_hats, rests, chosen = [], [], [], []
         for k in range(len(self.scales)):
-            idx_BL, rest_NC, valid_BL = self._residual_codes(
+            idx_BL, rest_RC, valid_BL = self._residual_codes(
                 residual_BCT, token_lengths_B, k, temperature, seed_codebook and k == 0
             )
             used_BL = idx_BL
@@ -459,7 +462,7 @@ class MultiScaleQuantizer(nn.Module):
             f_hat_BCT = f_hat_BCT + up_BCT
             codes.append(idx_BL)
             f_hats.append(f_hat_BCT)
-            rests.append(rest_NC[valid_BL.reshape(-1)])
+            rests.append(rest_RC[valid_BL.reshape(-1)])
             chosen.append(idx_BL[valid_BL])
         return tuple(codes), tuple(f_hats), torch.cat(rests), torch.cat(chosen)
 
@@ -482,35 +485,35 @@ class MultiScaleQuantizer(nn.Module):
         return MoScaleVQEncoderOutput(codes=codes, f_hat_per_scale=f_hats, latent=latent_BCT)
 
     @torch.no_grad()
-    def _random_rows(self, x_NC: torch.Tensor) -> torch.Tensor:
-        """K rows taken from x in order, tiled with small noise when x has fewer than K rows."""
-        n_rows, code_dim = x_NC.shape
+    def _random_rows(self, x_RC: torch.Tensor) -> torch.Tensor:
+        """V rows taken from x in order, tiled with small noise when x has fewer than V rows."""
+        n_rows, code_dim = x_RC.shape
         if n_rows < self.num_codes:
             repeats = math.ceil(self.num_codes / n_rows)
-            tiled = x_NC.repeat(repeats, 1)
-            x_NC = tiled + torch.randn_like(tiled) * (0.01 / math.sqrt(code_dim))
-        return x_NC[: self.num_codes]
+            tiled = x_RC.repeat(repeats, 1)
+            x_RC = tiled + torch.randn_like(tiled) * (0.01 / math.sqrt(code_dim))
+        return x_RC[: self.num_codes]
 
     @torch.no_grad()
-    def _seed_codebook(self, x_NC: torch.Tensor) -> None:
-        self.codebook.copy_(self._random_rows(x_NC))
+    def _seed_codebook(self, x_RC: torch.Tensor) -> None:
+        self.codebook.copy_(self._random_rows(x_RC))
         self.code_sum.copy_(self.codebook)
         self.code_count.fill_(1.0)
         self.initialized.fill_(1)
 
     @torch.no_grad()
-    def _ema_update(self, x_NC: torch.Tensor, idx_N: torch.Tensor) -> None:
+    def _ema_update(self, x_RC: torch.Tensor, idx_R: torch.Tensor) -> None:
         """EMA of per-code sums and counts; codes whose EMA count fell below 1 are reset to batch vectors."""
-        onehot_KN = F.one_hot(idx_N, self.num_codes).to(x_NC.dtype).t()
-        replacement_KC = self._random_rows(x_NC)
-        self.code_sum.mul_(self.ema_decay).add_((1 - self.ema_decay) * (onehot_KN @ x_NC))
-        self.code_count.mul_(self.ema_decay).add_((1 - self.ema_decay) * onehot_KN.sum(-1))
-        updated_KC = self.code_sum / self.code_count[:, None]
+        onehot_VR = F.one_hot(idx_R, self.num_codes).to(x_RC.dtype).t()
+        replacement_VC = self._random_rows(x_RC)
+        self.code_sum.mul_(self.ema_decay).add_((1 - self.ema_decay) * (onehot_VR @ x_RC))
+        self.code_count.mul_(self.ema_decay).add_((1 - self.ema_decay) * onehot_VR.sum(-1))
+        updated_VC = self.code_sum / self.code_count[:, None]
         # Dead-code reset only when the batch has enough vectors to draw replacements from (authors' rule: > 5K).
-        if x_NC.shape[0] > 5 * self.num_codes:
-            alive_K1 = (self.code_count >= 1.0)[:, None].to(x_NC.dtype)
-            updated_KC = alive_K1 * updated_KC + (1 - alive_K1) * replacement_KC
-        self.codebook.copy_(updated_KC)
+        if x_RC.shape[0] > 5 * self.num_codes:
+            alive_V1 = (self.code_count >= 1.0)[:, None].to(x_RC.dtype)
+            updated_VC = alive_V1 * updated_VC + (1 - alive_V1) * replacement_VC
+        self.codebook.copy_(updated_VC)
 
     def forward_train(
         self, latent_BCT: torch.Tensor, token_lengths_B: torch.Tensor, temperature: float
@@ -521,7 +524,7 @@ class MultiScaleQuantizer(nn.Module):
         `temperature`, and the codebook follows an EMA of its assigned vectors with dead-code reset.
         """
         latent_length = latent_BCT.shape[-1]
-        codes, f_hats, rest_NC, idx_N = self.residual_loop(
+        codes, f_hats, rest_RC, idx_R = self.residual_loop(
             latent_BCT, token_lengths_B, temperature if self.training else 0.0, seed_codebook=self.training
         )
         full_valid_B1T = lengths_to_mask(token_lengths_B, latent_length)[:, None]
@@ -531,12 +534,12 @@ class MultiScaleQuantizer(nn.Module):
             commit = commit + ((latent_BCT - f_hat_BCT.detach()).pow(2) * full_valid_B1T).sum() / (
                 full_valid_B1T.sum() * latent_length
             )
-        rest_NC = rest_NC.detach()
+        rest_RC = rest_RC.detach()
         if self.training:
-            self._ema_update(rest_NC, idx_N)
-        counts_K = torch.bincount(idx_N, minlength=self.num_codes).to(latent_BCT.dtype)
-        prob_K = counts_K / counts_K.sum()
-        perplexity = torch.exp(-(prob_K * torch.log(prob_K + 1e-7)).sum())
+            self._ema_update(rest_RC, idx_R)
+        counts_V = torch.bincount(idx_R, minlength=self.num_codes).to(latent_BCT.dtype)
+        prob_V = counts_V / counts_V.sum()
+        perplexity = torch.exp(-(prob_V * torch.log(prob_V + 1e-7)).sum())
         straight_through_BCT = latent_BCT + (f_hats[-1] - latent_BCT).detach()
         return straight_through_BCT, commit / len(self.scales), perplexity, codes
 

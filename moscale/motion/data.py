@@ -38,7 +38,7 @@ import torch
 from datasets import Array2D, Dataset, Features, IterableDataset, List, NamedSplit, Value
 from datasets.exceptions import DatasetGenerationError
 
-from moscale.motion.representation import HUMANML3D, KIT_ML, SkeletonSpec
+from moscale.motion.representation import HUMANML3D, KIT_ML, UNIT_LENGTH, SkeletonSpec
 
 __all__ = [
     "FOLDER_FORMATS",
@@ -106,7 +106,6 @@ HUMANML3D_FORMAT = MotionFolderFormat(skeleton=HUMANML3D, min_length=40, max_len
 KIT_ML_FORMAT = MotionFolderFormat(skeleton=KIT_ML, min_length=24, max_length=200)
 FOLDER_FORMATS = {HUMANML3D_FORMAT.name: HUMANML3D_FORMAT, KIT_ML_FORMAT.name: KIT_ML_FORMAT}
 
-UNIT_LENGTH = 4
 MAX_MOTION_LENGTH = 196
 # Part of the Arrow cache key: bump it when the generated columns change, so that old caches are not reused.
 _CACHE_VERSION = 1

@@ -31,6 +31,7 @@ __all__ = [
     "HUMANML3D_JOINT_NAMES",
     "KIT_ML",
     "SkeletonSpec",
+    "UNIT_LENGTH",
     "average_std_within_groups",
     "features_from_joints",
     "forward_kinematics",
@@ -47,6 +48,10 @@ __all__ = [
     "target_offsets",
     "uniform_skeleton",
 ]
+
+UNIT_LENGTH = 4
+"""Frames per step of the motion encoders (MoScale's tokenizer, the T2M evaluator): clip lengths are cropped to
+multiples of it, and one latent step covers this many frames."""
 
 
 @dataclass(frozen=True)

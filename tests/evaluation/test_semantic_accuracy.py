@@ -91,15 +91,17 @@ def test_load_semantics_errors(tmp_path):
 
 
 def test_protocol_reports_semantic_accuracy(synthetic, tmp_path):
-    import moscale.evaluation.protocol as ev
+    from moscale.evaluation.co_embedders import ContrastiveCoEmbedder
+    from moscale.evaluation.protocol import ProtocolSettings, evaluate_repeat, load_batch, repeat_batches, summarize
+    from moscale.evaluation.report import semantic_table
 
     rows = load_motion_dataset(synthetic, "test", cache_dir=tmp_path).with_format(
         "numpy", columns=["motion"], output_all_columns=True
     )
-    settings = ev.ProtocolSettings(seed=1, repeats=1, batch_size=16, multimodality=False)
+    settings = ProtocolSettings(seed=1, repeats=1, batch_size=16, multimodality=False)
     batches = {}
-    for batch, indices in enumerate(ev.repeat_batches(len(rows), 16, settings.seed, 0)):
-        data = ev.load_batch(rows, indices, settings.seed, 0, batch)
+    for batch, indices in enumerate(repeat_batches(len(rows), 16, settings.seed, 0)):
+        data = load_batch(rows, indices, settings.seed, 0, batch)
         batches[(tuple(data.captions), tuple(data.lengths.tolist()))] = data.motions
 
     def faithful(captions, lengths, seed):  # returns each text's own (real) motion
@@ -110,15 +112,15 @@ def test_protocol_reports_semantic_accuracy(synthetic, tmp_path):
         inside = (torch.arange(motions.shape[1])[None] < lengths[:, None])[..., None]
         return motions * inside
 
-    embed = ev.ContrastiveCoEmbedder(ContrastiveEvaluatorModel(tiny_contrastive_config()))
+    embed = ContrastiveCoEmbedder(ContrastiveEvaluatorModel(tiny_contrastive_config()))
     semantics = load_semantics(synthetic)
-    good = ev.evaluate_repeat(rows, settings, 0, embed, faithful, semantics=semantics)
-    bad = ev.evaluate_repeat(rows, settings, 0, embed, shuffled, semantics=semantics)
+    good = evaluate_repeat(rows, settings, 0, embed, faithful, semantics=semantics)
+    bad = evaluate_repeat(rows, settings, 0, embed, shuffled, semantics=semantics)
     for name in ("action", "count", "direction", "order", "exact", "exact_1", "exact_2", "exact_3"):
         assert good[f"semantic_{name}"] == good[f"real_semantic_{name}"]
         assert bad[f"real_semantic_{name}"] == good[f"real_semantic_{name}"]
     assert good["semantic_exact"] >= 0.9
     assert bad["semantic_exact"] < good["semantic_exact"] - 0.5
-    table = ev.semantic_table(ev.summarize([good]))
+    table = semantic_table(summarize([good]))
     assert table.splitlines()[0] == "| Category | All texts | 1 action | 2 actions | 3 actions |"
     assert any(line.startswith("| exact | ") for line in table.splitlines())
