@@ -5,6 +5,7 @@ moscale convert --vq-checkpoint ... --output-dir DIR      (python -m moscale.mod
 moscale bvh {import,export,build-dataset} ...             (python -m moscale.motion.bvh)
 moscale render ...                                        (python -m moscale.motion.render)
 moscale evaluate --pipeline ... --data_dir ...            (python -m moscale.evaluation.protocol)
+moscale demo --model PATH_OR_HUB_ID --port 7860           (python -m moscale.demo; pip install "moscale[demo]")
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ DELEGATED = {
     "bvh": ("moscale.motion.bvh_cli", "main", "BVH import, export, and training folders from BVH files"),
     "render": ("moscale.motion.render", "main", "render motions to GIF, MP4 or a PNG strip of key frames"),
     "evaluate": ("moscale.evaluation.evaluate_cli", "command_line", "the paper's evaluation protocol for a pipeline"),
+    "demo": ("moscale.demo", "main", "the web demo in a browser (Gradio: pip install 'moscale[demo]')"),
 }
 
 
