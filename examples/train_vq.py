@@ -85,7 +85,6 @@ PRESETS = {
         **PAPER_HUMANML3D,
         "train_batch_size": 32,
         "num_train_epochs": 40,
-        "max_train_steps": 2000,
         "lr_warmup_steps": 200,
         "lr_decay_epochs": [25, 35],
         "code_dim": 64,
