@@ -164,7 +164,8 @@ def row_label(model: str, steps: tuple[int, ...] | None) -> str:
 # ------------------------------------------------------------------------------------------------------ training
 def train_arguments(args: argparse.Namespace, seed: int, output_dir: Path) -> list[str]:
     """examples/train.py flags for one run of the shared budget (the gamma flags are added per model): the preset's
-    recipe cut to `--max_train_steps`, its cosine ending at the last step, without checkpoints or validation."""
+    recipe cut to `--max_train_steps`, its cosine ending at the last step, without checkpoints; the validation loss
+    and token accuracy once at the end."""
     text = (
         ["--text_encoder", args.text_encoder]
         if args.text_encoder
@@ -178,8 +179,8 @@ def train_arguments(args: argparse.Namespace, seed: int, output_dir: Path) -> li
         "--learning_rate", str(args.learning_rate),
         "--lr_warmup_steps", str(warmup_steps), "--lr_schedule_steps", str(args.max_train_steps),
         "--refinement_steps", *map(str, args.refinement_steps), "--length_estimator_steps", "0",
-        "--validation_split", "", "--num_validation_renders", "0", "--report_to", "none",
-        "--checkpointing_steps", str(10**9), "--logging_steps", "50",
+        "--validation_steps", str(10**9), "--max_validation_batches", "4", "--num_validation_renders", "0",
+        "--report_to", "none", "--checkpointing_steps", str(10**9), "--logging_steps", "50",
     ]  # fmt: skip
     if args.guidance_scale is not None:
         argv += ["--guidance_scale", str(args.guidance_scale)]
@@ -193,7 +194,8 @@ def train_moscale(args, seed: int, gamma_max: float, output_dir: Path) -> dict:
     argv = train_arguments(args, seed, output_dir)
     argv += ["--no_hierarchical_refinement"] if gamma_max == 0 else ["--gamma_max", str(gamma_max)]
     summary = moscale_training.main(moscale_training.parse_args(argv))
-    return {"train_seconds": summary["train_seconds"], "final_loss": summary["final_loss"], "steps": summary["steps"]}
+    keep = ("train_seconds", "final_loss", "steps", "validation")
+    return {name: summary[name] for name in keep}
 
 
 def train_next_token(args, seed: int, output_dir: Path) -> dict:
@@ -207,6 +209,12 @@ def train_next_token(args, seed: int, output_dir: Path) -> dict:
     vq_model = moscale_training.load_vq_model(args.vq_model, data_format.feature_dim, train_args.dataset_format)
     text_encoder, tokenizer, identity = moscale_training.load_frozen_text_encoder(train_args)
     captions = [c for captions in train_set["captions"] for c in captions]
+    if (args.data_dir / "val.txt").is_file():  # train.py caches the features of both splits under one key
+        captions += [
+            c
+            for cs in load_split(accelerator, args.data_dir, "val", data_format, args.cache_dir)["captions"]
+            for c in cs
+        ]
     with torch.no_grad():
         text_dim = moscale_training.encode_captions(text_encoder, tokenizer, captions[:1], 4, "cpu")[0].shape[-1]
     set_seed(seed)
@@ -547,6 +555,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         result = {"row": row_name(model, steps), "label": row_label(model, steps), "model": model, "seed": seed}
         result.update(refinement_steps=list(steps) if steps else None, sample_seconds=round(sample_seconds, 1))
         result.update(train_seconds=trained["train_seconds"], final_loss=trained["final_loss"], **common, **scores)
+        result["validation"] = trained.get("validation")  # MoScale's masked-token loss and accuracy on val
         write_atomic(args.output_dir / "results" / f"{result['row']}__seed_{seed}.json", json.dumps(result, indent=2))
 
     def done(model: str, steps, seed: int) -> bool:
