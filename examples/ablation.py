@@ -484,13 +484,36 @@ COMPLEXITY_COLUMNS = [(f"{c}_{n}", f"{c} ({n})", 1) for c in ("exact", "action",
 ]
 
 
+DIFFERENCE_COLUMNS = [
+    (key, title, digits)
+    for key, title, digits in MAIN_COLUMNS + COMPLEXITY_COLUMNS
+    if key in ("action", "count", "order", "exact", "exact_3", "fid", "r_precision_top1", "plausible", "acceleration")
+]
+_BASE, _HR = ("moscale_gamma_0", False), ("moscale_gamma_0.6", False)
+_TR, _HR_TR = ("moscale_gamma_0", True), ("moscale_gamma_0.6", True)
+_NEXT_TOKEN = (NEXT_TOKEN, False)
+PAIRED_DIFFERENCES = [
+    ("+HR - Base", _HR, _BASE),
+    ("+HR&TR - +TR", _HR_TR, _TR),
+    ("+TR - Base (TR at gamma_max 0)", _TR, _BASE),
+    ("+HR&TR - +HR (TR at gamma_max 0.6)", _HR_TR, _HR),
+    ("+HR&TR - next-token", _HR_TR, _NEXT_TOKEN),
+    ("Base - next-token", _BASE, _NEXT_TOKEN),
+]
+
+
 def write_report(output_dir: Path) -> dict[str, Any]:
     """table.md and summary.json over every result file present: mean ± standard deviation over seeds."""
     rows: dict[str, dict[str, Any]] = {}
     for path in sorted((output_dir / "results").glob("*.json")):
         result = json.loads(path.read_text())
-        entry = rows.setdefault(result["row"], {"label": result["label"], "seeds": [], "metrics": defaultdict(list)})
+        entry = rows.setdefault(
+            result["row"],
+            {"label": result["label"], "seeds": [], "metrics": defaultdict(list), "by_seed": {}},
+        )
+        entry["key"] = (result["model"], bool(result["refinement_steps"]) and result["refinement_steps"] != [1] * 4)
         entry["seeds"].append(result["seed"])
+        entry["by_seed"][result["seed"]] = flat_metrics(result)
         for name, value in flat_metrics(result).items():
             entry["metrics"][name].append(value)
     ceilings = (
@@ -513,6 +536,25 @@ def write_report(output_dir: Path) -> dict[str, Any]:
             lines.append(f"| {CEILINGS[name]} | - | " + " | ".join(cells) + " |")
         return lines
 
+    def differences() -> list[str]:
+        """Per-seed differences of paired rows (same seed, hence same data order and initial weights)."""
+        by_key = {entry["key"]: entry for entry in rows.values()}
+        lines = [
+            "| difference | seeds | " + " | ".join(title for _, title, _ in DIFFERENCE_COLUMNS) + " |",
+            "| --- | --- |" + " --- |" * len(DIFFERENCE_COLUMNS),
+        ]
+        for label, first, second in PAIRED_DIFFERENCES:
+            if first not in by_key or second not in by_key:
+                continue
+            a, b = by_key[first]["by_seed"], by_key[second]["by_seed"]
+            seeds = sorted(set(a) & set(b))
+            cells = [
+                cell([a[s][key] - b[s][key] for s in seeds if key in a[s] and key in b[s]], digits)
+                for key, _, digits in DIFFERENCE_COLUMNS
+            ]
+            lines.append(f"| {label} | {len(seeds)} | " + " | ".join(cells) + " |")
+        return lines
+
     text = [
         "Semantic accuracy in % (procedural detectors), FID / R-precision from the contrastive evaluator, plausible",
         "= share of motions within every plausibility limit; mean ± sample standard deviation over seeds.",
@@ -522,6 +564,10 @@ def write_report(output_dir: Path) -> dict[str, Any]:
         "By number of asked actions (1, 2, 3):",
         "",
         *table(COMPLEXITY_COLUMNS),
+        "",
+        "Paired differences (first row minus second, per seed; mean ± standard deviation over seeds):",
+        "",
+        *differences(),
         "",
     ]
     write_atomic(output_dir / "table.md", "\n".join(text))

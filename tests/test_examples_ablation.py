@@ -100,6 +100,7 @@ def test_every_variant_trains_and_evaluates(workspace):
     table = (output / "table.md").read_text()
     for label in ("Base (", "+HR (", "+TR (", "+HR&TR (", "next-token", "ground-truth joints"):
         assert label in table
+    assert "| +HR - Base | 1 |" in table and "| +HR&TR - next-token | 1 |" in table
 
     written = {path: path.stat().st_mtime_ns for path in (output / "results").iterdir()}
     script.main(script.parse_args([*argv, "--skip_existing"]))  # everything is there: nothing is redone
