@@ -455,6 +455,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--schedules", nargs="+", default=["S4", "S18"], choices=["S4", "S18"])
     parser.add_argument("--scopes", nargs="+", default=["transformer", "end-to-end"],
                         choices=["transformer", "end-to-end"])  # fmt: skip
+    parser.add_argument("--settings", nargs="+", default=None, metavar="NAME",
+                        help="time only these settings of each group, e.g. 'ours fp32' 'baseline fp32'")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds after the warm-up call")
     parser.add_argument("--num_threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -467,7 +469,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="another checkout of this repository (e.g. the revision before a change): time its "
                         "sampler too, same weights")  # fmt: skip
     parser.add_argument("--quick", action="store_true",
-                        help="only the JSON fields: paper widths with 2 of the 16 blocks, batch 32, S=18, fp32, "
+                        help="only the JSON fields: paper widths with 1 of the 16 blocks, batch 32, S=18, fp32, "
                         "cache on and off, one round; seconds extrapolated to 16 blocks from the time inside blocks")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="end with one JSON object: the headline fields and rows")
     args = parser.parse_args(argv)
@@ -487,7 +489,7 @@ def main(argv: list[str] | None = None) -> None:
             config, vq_config = CONFIGS[config_name]
             full_depth = config.num_layers
             if args.quick:
-                config = MoScaleConfig(**{**config.to_dict(), "num_layers": 2})
+                config = MoScaleConfig(**{**config.to_dict(), "num_layers": 1})
             official = None
             if args.compare_official is not None and not args.quick:
                 from official_sampler import OfficialSampler
@@ -507,6 +509,8 @@ def main(argv: list[str] | None = None) -> None:
                 for schedule in args.schedules:
                     steps = S4 if schedule == "S4" else S18
                     settings = group_settings(variants, e2e, official, baseline, inputs, steps, args.scopes)
+                    if args.settings:
+                        settings = [s for s in settings if s.name in args.settings or s.name == "ours fp32"]
                     measure_group(settings, args.repeats, device, args.clock, blocks)
                     lower_bound = lower_bound_flops(pipe, steps, device)
                     print(f"\n{config_name} config ({config.num_layers} blocks), batch {batch}, refinement {steps}, "

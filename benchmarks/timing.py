@@ -115,8 +115,8 @@ def _shape(t: torch.Tensor) -> tuple[int, ...]:
 class OpCounter(TorchDispatchMode):
     """Counts the FLOPs of matrix products and attention run inside it, and the shapes of the matrix products.
 
-    A multiply-add is 2 FLOPs. Matrix products are `mm`, `addmm`, `bmm` and `baddbmm` (a linear layer reaches one of
-    them); `gemms` counts each (batch, M, K, N, dtype). Attention kernels count 4 * B * H * L * S * d (QK^T and
+    A multiply-add is 2 FLOPs. Matrix products are `mm`, `addmm`, `bmm`, `baddbmm` and oneDNN's linear on a packed
+    weight (a linear layer reaches one of them); `gemms` counts each (batch, M, K, N, dtype). Attention kernels count 4 * B * H * L * S * d (QK^T and
     PV); attention written as plain matrix products is counted through them. Elementwise work is not counted.
     """
 
@@ -136,6 +136,11 @@ class OpCounter(TorchDispatchMode):
             a, b = (args[0], args[1]) if packet is aten.bmm else (args[1], args[2])
             (batch, m, k), n = _shape(a), _shape(b)[2]
             self.gemms[(batch, m, k, n, a.dtype)] += 1
+        elif packet is torch.ops.mkldnn._linear_pointwise:  # a linear layer on a packed (opaque) weight
+            out = func(*args, **kwargs)
+            k, n = _shape(args[0])[-1], _shape(out)[-1]
+            self.gemms[(1, args[0].numel() // k, k, n, args[0].dtype)] += 1
+            return out
         elif "scaled_dot_product" in packet.__name__ and "backward" not in packet.__name__:
             q, k = args[0], args[1]
             *lead, length, dim = _shape(q)

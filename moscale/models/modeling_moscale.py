@@ -19,6 +19,7 @@ Tensor names follow the legend in docs/architecture.md ("Tensor names").
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -363,6 +364,47 @@ class RMSNorm(nn.Module):
         return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight).to(x.dtype)
 
 
+_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+_PACKED_WEIGHTS: dict[int, tuple[tuple, torch.Tensor]] = {}  # id(weight) -> (weight state, packed copy)
+
+
+class PackedLinear(nn.Linear):
+    """`nn.Linear` that multiplies with a copy of its weight packed once for oneDNN in CPU inference.
+
+    Without autograd, on CPU, in float32 or bfloat16, oneDNN's linear on a weight already reordered into its blocked
+    layout runs faster than `F.linear` at the sampler's row counts, which reorders or re-reads the plain layout on every
+    call (docs/performance.md). The results differ from `F.linear` by float rounding only. The packed copy is made on
+    first use, made again when the weight changes (another tensor, an in-place update, another dtype) and dropped
+    with the weight; training, other devices and `torch.compile` use `F.linear`.
+    """
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """`bias`, when given, replaces the module's own (the self-attention assembles its q/k/v bias)."""
+        bias = self.bias if bias is None else bias
+        weight = self.weight
+        if (
+            _ONEDNN_LINEAR
+            and x.device.type == "cpu"
+            and x.dtype == weight.dtype
+            and weight.dtype in (torch.float32, torch.bfloat16)
+            and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
+            and not torch.compiler.is_compiling()
+        ):
+            return torch.ops.mkldnn._linear_pointwise(x, _packed_weight(weight), bias, "none", [], "")
+        return F.linear(x, weight, bias)
+
+
+def _packed_weight(weight: torch.Tensor) -> torch.Tensor:
+    state = (weight.data_ptr(), weight._version, weight.dtype)
+    entry = _PACKED_WEIGHTS.get(id(weight))
+    if entry is None:
+        weakref.finalize(weight, _PACKED_WEIGHTS.pop, id(weight), None)
+    if entry is None or entry[0] != state:
+        entry = (state, torch.ops.mkldnn._reorder_linear_weight(weight.detach()))
+        _PACKED_WEIGHTS[id(weight)] = entry
+    return entry[1]
+
+
 class TextCrossAttention(nn.Module):
     """Multi-head attention from queries to a padded text memory; keys carry no bias, values a learned one.
 
@@ -373,10 +415,10 @@ class TextCrossAttention(nn.Module):
     def __init__(self, query_dim: int, memory_dim: int, num_heads: int, dropout: float):
         super().__init__()
         self.num_heads = num_heads
-        self.q_proj = nn.Linear(query_dim, query_dim)
+        self.q_proj = PackedLinear(query_dim, query_dim)
         self.kv_proj = nn.Linear(memory_dim, 2 * query_dim, bias=False)
         self.v_bias = nn.Parameter(torch.zeros(query_dim))
-        self.out_proj = nn.Linear(query_dim, query_dim)
+        self.out_proj = PackedLinear(query_dim, query_dim)
         self.dropout = nn.Dropout(dropout)
 
     def project_memory(self, memory_BSA: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -437,10 +479,10 @@ class BlockCausalSelfAttention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.head_dim = width // self.num_heads
         self.scale = 0.25 / math.sqrt(self.head_dim)
-        self.qkv_proj = nn.Linear(width, 3 * width, bias=False)
+        self.qkv_proj = PackedLinear(width, 3 * width, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(width))
         self.v_bias = nn.Parameter(torch.zeros(width))
-        self.out_proj = nn.Linear(width, width)
+        self.out_proj = PackedLinear(width, width)
         self.attention_dropout = config.attention_dropout
         self.dropout = nn.Dropout(config.dropout)
 
@@ -460,7 +502,7 @@ class BlockCausalSelfAttention(nn.Module):
         """
         batch, length, width = x_BlE.shape
         bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
-        qkv = F.linear(x_BlE, self.qkv_proj.weight, bias).view(batch, length, 3, self.num_heads, self.head_dim)
+        qkv = self.qkv_proj(x_BlE, bias).view(batch, length, 3, self.num_heads, self.head_dim)
         q_BHld, k_BHld, v_BHld = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         q_BHld = apply_interleaved_rope(q_BHld, *rope_cos_sin)
         k_BHld = apply_interleaved_rope(k_BHld, *rope_cos_sin)
@@ -484,8 +526,8 @@ class BlockCausalSelfAttention(nn.Module):
 class FeedForward(nn.Module):
     def __init__(self, width: int, hidden: int, dropout: float):
         super().__init__()
-        self.fc1 = nn.Linear(width, hidden)
-        self.fc2 = nn.Linear(hidden, width)
+        self.fc1 = PackedLinear(width, hidden)
+        self.fc2 = PackedLinear(hidden, width)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -622,9 +664,9 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
             nn.GELU(approximate="tanh"),
             nn.Linear(config.condition_dim, config.condition_dim),
         )
-        self.prev_scale_proj = nn.Linear(config.code_dim, config.condition_dim)
-        self.token_proj = nn.Linear(config.code_dim, config.condition_dim)
-        self.input_proj = nn.Linear(2 * config.condition_dim, config.hidden_size)
+        self.prev_scale_proj = PackedLinear(config.code_dim, config.condition_dim)
+        self.token_proj = PackedLinear(config.code_dim, config.condition_dim)
+        self.input_proj = PackedLinear(2 * config.condition_dim, config.hidden_size)
         self.start_position_embedding = nn.Parameter(torch.zeros(1, self.first_l, config.hidden_size))
         self.level_embedding = nn.Embedding(len(config.scales), config.hidden_size)
         # Plain Python: from_pretrained builds the model on the meta device, where tensors hold no values.
@@ -633,7 +675,7 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         self.blocks = nn.ModuleList([MoScaleBlock(config, p) for p in drop_paths])
         self.head_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, elementwise_affine=False)
         self.head_adaln_modulation = nn.Linear(config.condition_dim, 2 * config.hidden_size)
-        self.head = nn.Linear(config.hidden_size, config.num_codes)
+        self.head = PackedLinear(config.hidden_size, config.num_codes)
         # Level of every position and the RoPE table, per (device, dtype): built on first use, as from_pretrained
         # builds the model on the meta device.
         self._position_tables: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}

@@ -312,3 +312,26 @@ def test_text_conditioning_and_raw_text_are_exclusive():
     text = model.encode_text(batch["text_hidden_states"], batch["text_attention_mask"])
     with pytest.raises(ValueError, match="not both"):
         model(batch["input_ids"], batch["prev_scale_features"], text_conditioning=text, drop_text=torch.tensor([1, 0]))
+
+
+def test_packed_linear_matches_f_linear_and_follows_weight_updates():
+    """The CPU inference path (oneDNN, packed weight) gives F.linear's result up to rounding, repacks when the weight
+    changes, and leaves training (autograd) on F.linear."""
+    import copy
+
+    from moscale.models.modeling_moscale import PackedLinear
+
+    torch.manual_seed(0)
+    layer = PackedLinear(48, 40)
+    x = torch.randn(3, 7, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
+        bias = torch.randn(40)
+        torch.testing.assert_close(layer(x, bias), F.linear(x, layer.weight, bias), atol=1e-5, rtol=1e-5)
+        layer.weight.mul_(2)  # an in-place update (an optimizer step, load_state_dict) must be seen
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
+        low = copy.deepcopy(layer).to(torch.bfloat16)  # a used layer still copies; another dtype is repacked
+        expected = F.linear(x.bfloat16(), low.weight, low.bias).float()
+        torch.testing.assert_close(low(x.bfloat16()).float(), expected, atol=0.05, rtol=0.02)
+    layer(x).sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.shape == (40, 48)
