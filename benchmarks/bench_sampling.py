@@ -293,10 +293,16 @@ class BlockTimer:
 
 
 def measure_group(
-    settings: list[Setting], repeats: int, device: torch.device, clock: str, blocks: BlockTimer | None
+    settings: list[Setting],
+    repeats: int,
+    device: torch.device,
+    clock: str,
+    blocks: BlockTimer | None = None,
+    depth_factor: float = 1.0,
 ) -> None:
     """A counting warm-up call of each setting, then `repeats` interleaved rounds of timed calls and of the matmul
-    references; with `blocks`, the seconds inside the blocks of every timed call too."""
+    references. With `blocks` (a model cut to 1/depth_factor of its blocks), each call's seconds are also
+    extrapolated to the full depth: the time outside the blocks plus depth_factor times the time inside them."""
     for setting in settings:
         undo, fed = setting.count_forwards() if setting.count_forwards else (lambda: None, [])
         with OpCounter() as counter:
@@ -328,7 +334,12 @@ def measure_group(
         call = seconds[setting.name]
         matmul = statistics.median(seconds[f"{setting.name} [matmul]"])
         flops = setting.stats["flops_per_sample"] * setting.batch
+        if blocks is not None:
+            inside = setting.stats.pop("block_seconds")
+            full = [seconds + (depth_factor - 1) * blocks_part for seconds, blocks_part in zip(call, inside)]
+            setting.stats["full_depth_seconds_per_sample"] = {k: v / setting.batch for k, v in spread(full).items()}
         setting.stats.update(
+            rounds=call,
             seconds_per_call=spread(call),
             seconds_per_sample={k: v / setting.batch for k, v in spread(call).items()},
             achieved_flops=flops / statistics.median(call),
@@ -431,6 +442,8 @@ def describe(setting: Setting) -> str:
         f"  {s['flops_per_sample'] / 1e9:7.1f} GFLOP/sample  {s['achieved_flops'] / 1e9:6.1f} GFLOP/s"
         f" (matmul {s['matmul_flops'] / 1e9:6.1f}, eff {s['efficiency']:.2f})"
     )
+    if "full_depth_seconds_per_sample" in s:
+        line += f"  ({s['full_depth_seconds_per_sample']['median']:.3f} s/sample at full depth)"
     if "agreement" in s:
         agreement = s["agreement"]
         same = agreement["identical_samples"] == 1.0
@@ -471,6 +484,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="only the JSON fields: paper widths with 1 of the 16 blocks, batch 32, S=18, fp32, "
                         "cache on and off, one round; seconds extrapolated to 16 blocks from the time inside blocks")  # fmt: skip
+    parser.add_argument("--num_layers", type=int, default=None,
+                        help="time the configurations with this many blocks (same widths): ratios between settings "
+                        "barely depend on depth, and a machine too busy for the paper's 16 blocks at batch 32 can "
+                        "still measure them")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="end with one JSON object: the headline fields and rows")
     args = parser.parse_args(argv)
     if args.num_threads:
@@ -478,6 +495,7 @@ def main(argv: list[str] | None = None) -> None:
     device = torch.device(args.device)
     if args.quick:
         args.configs, args.batch_sizes, args.schedules, args.scopes, args.repeats = ["paper"], [32], ["S18"], [], 1
+        args.num_layers = 1
     machine = {**machine_description(device), "clock": args.clock}
     print(f"{machine['cpu']}, {machine['torch_threads']} torch threads, torch {machine['torch']}, {device}"
           + (f" ({machine['gpu']})" if "gpu" in machine else "") + f", bf16 dot products: {machine['cpu_bf16']}, "
@@ -488,8 +506,8 @@ def main(argv: list[str] | None = None) -> None:
         for config_name in args.configs:
             config, vq_config = CONFIGS[config_name]
             full_depth = config.num_layers
-            if args.quick:
-                config = MoScaleConfig(**{**config.to_dict(), "num_layers": 1})
+            if args.num_layers:
+                config = MoScaleConfig(**{**config.to_dict(), "num_layers": args.num_layers})
             official = None
             if args.compare_official is not None and not args.quick:
                 from official_sampler import OfficialSampler
@@ -503,7 +521,8 @@ def main(argv: list[str] | None = None) -> None:
             variants = precision_variants(pipe, device, args.quick)
             baseline = baseline_pipeline(import_baseline(args.baseline), pipe) if args.baseline else None
             e2e = with_text_encoder(pipe, config_name).to(device) if "end-to-end" in args.scopes else None
-            blocks = BlockTimer(pipe.transformer, device, args.clock) if args.quick else None
+            depth_factor = full_depth / config.num_layers
+            blocks = BlockTimer(pipe.transformer, device, args.clock) if depth_factor != 1 else None
             for batch in args.batch_sizes:
                 inputs = random_inputs(config, batch, device)
                 for schedule in args.schedules:
@@ -511,7 +530,7 @@ def main(argv: list[str] | None = None) -> None:
                     settings = group_settings(variants, e2e, official, baseline, inputs, steps, args.scopes)
                     if args.settings:
                         settings = [s for s in settings if s.name in args.settings or s.name == "ours fp32"]
-                    measure_group(settings, args.repeats, device, args.clock, blocks)
+                    measure_group(settings, args.repeats, device, args.clock, blocks, depth_factor)
                     lower_bound = lower_bound_flops(pipe, steps, device)
                     print(f"\n{config_name} config ({config.num_layers} blocks), batch {batch}, refinement {steps}, "
                           f"lower bound {lower_bound / 1e9:.1f} GFLOP/sample:")  # fmt: skip
@@ -533,12 +552,8 @@ def main(argv: list[str] | None = None) -> None:
                         headline["kv_speedup_s18"] = ratio(settings, "ours fp32 no-cache", "ours fp32")
                         headline["per_sample_s18_b32_s"] = ours["seconds_per_sample"]["median"]
                         headline["matmul_efficiency_s18_b32"] = ours["efficiency"]
-                        if args.quick:
-                            extrapolated = [
-                                call + (full_depth / config.num_layers - 1) * inside
-                                for call, inside in zip(ours["seconds_per_call"].values(), ours["block_seconds"])
-                            ]
-                            headline["per_sample_s18_b32_s"] = statistics.median(extrapolated) / batch
+                        if depth_factor != 1:
+                            headline["per_sample_s18_b32_s"] = ours["full_depth_seconds_per_sample"]["median"]
                             headline["blocks_timed"] = config.num_layers
                         official_ratio = ratio(settings, "authors fp32", "ours fp32")
                         if official_ratio is not None:
