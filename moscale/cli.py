@@ -5,6 +5,7 @@ moscale convert --vq_checkpoint ... --output_dir DIR          (moscale.models.co
 moscale bvh {convert,export,build-dataset} ...                (moscale.motion.bvh_cli)
 moscale render MOTION.npy ... --output_path FILE.gif          (moscale.motion.render)
 moscale evaluate --model ... --data_dir ... --output_dir DIR  (moscale.evaluation.evaluate_cli)
+moscale demo --model PATH_OR_HUB_ID --port 7860               (moscale.demo; pip install "moscale[demo]")
 
 Every flag is spelled with underscores, as in diffusers' scripts.
 """
@@ -25,6 +26,7 @@ DELEGATED = {
     "bvh": ("moscale.motion.bvh_cli", "main", "BVH import, export, and training folders from BVH files"),
     "render": ("moscale.motion.render", "main", "render motions to GIF, MP4 or a PNG strip of key frames"),
     "evaluate": ("moscale.evaluation.evaluate_cli", "command_line", "the paper's evaluation protocol for a pipeline"),
+    "demo": ("moscale.demo", "main", "the web demo in a browser (Gradio: pip install 'moscale[demo]')"),
 }
 
 

@@ -38,6 +38,9 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from moscale.models.config_validation import check_fields, integer, number, probability, sequence, text
+from moscale.models.loading import ExplainedLoadingMixin
+
 logger = logging.getLogger(__name__)
 
 _WORD = re.compile(r"[a-z0-9]+")
@@ -57,6 +60,20 @@ def build_vocabulary(captions: Iterable[str], min_count: int = 1, max_size: int 
     if not words:
         raise ValueError("No word left to build a vocabulary from: are the captions empty?")
     return tuple(words[:max_size])
+
+
+_CONFIG_RULES = {
+    "feature_dim": integer(at_least=1),
+    "vocabulary": sequence(text()),
+    "max_text_length": integer(at_least=1),
+    "max_motion_length": integer(at_least=1),
+    "hidden_size": integer(at_least=1),
+    "num_layers": integer(at_least=1),
+    "num_heads": integer(at_least=1),
+    "embedding_dim": integer(at_least=1),
+    "dropout": probability(),
+    "initial_temperature": number(above=0),
+}
 
 
 class ContrastiveEvaluatorConfig(PreTrainedConfig):
@@ -92,10 +109,9 @@ class ContrastiveEvaluatorConfig(PreTrainedConfig):
         initial_temperature: float = 0.07,
         **kwargs,
     ):
+        check_fields(type(self).__name__, locals(), _CONFIG_RULES)
         if hidden_size % num_heads:
             raise ValueError(f"`hidden_size` ({hidden_size}) must be divisible by `num_heads` ({num_heads}).")
-        if not initial_temperature > 0:
-            raise ValueError(f"`initial_temperature` must be positive, got {initial_temperature}.")
         self.feature_dim = feature_dim
         self.vocabulary = list(vocabulary)
         self.max_text_length = max_text_length
@@ -138,7 +154,7 @@ def _masked_mean(hidden_BLH: torch.Tensor, valid_BL: torch.Tensor) -> torch.Tens
     return (hidden_BLH * weights_BL1).sum(1) / weights_BL1.sum(1).clamp(min=1)
 
 
-class ContrastiveEvaluatorPreTrainedModel(PreTrainedModel):
+class ContrastiveEvaluatorPreTrainedModel(ExplainedLoadingMixin, PreTrainedModel):
     config_class = ContrastiveEvaluatorConfig
     base_model_prefix = "contrastive_evaluator"
     main_input_name = "motions"

@@ -18,9 +18,20 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from moscale.models.config_validation import check_fields, integer, probability
+from moscale.models.loading import ExplainedLoadingMixin
 from moscale.models.modeling_moscale_vq import is_valid_num_frames
 
 __all__ = ["MoScaleLengthEstimator", "MoScaleLengthEstimatorConfig", "MoScaleLengthEstimatorOutput"]
+
+_CONFIG_RULES = {
+    "text_dim": integer(at_least=1),
+    "hidden_size": integer(at_least=1),
+    "dropout": probability(),
+    "unit_length": integer(at_least=1),
+    "min_num_frames": integer(at_least=1),
+    "max_motion_length": integer(at_least=1),
+}
 
 
 class MoScaleLengthEstimatorConfig(PreTrainedConfig):
@@ -47,6 +58,7 @@ class MoScaleLengthEstimatorConfig(PreTrainedConfig):
         max_motion_length: int = 196,
         **kwargs,
     ):
+        check_fields(type(self).__name__, locals(), _CONFIG_RULES)
         if max_motion_length % unit_length or not is_valid_num_frames(
             min_num_frames, unit_length, 1, max_motion_length
         ):
@@ -81,7 +93,7 @@ class MoScaleLengthEstimatorOutput(ModelOutput):
     logits: torch.FloatTensor | None = None
 
 
-class MoScaleLengthEstimator(PreTrainedModel):
+class MoScaleLengthEstimator(ExplainedLoadingMixin, PreTrainedModel):
     """Text encoder states -> distribution over motion lengths."""
 
     config_class = MoScaleLengthEstimatorConfig

@@ -29,10 +29,50 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from moscale.models.config_validation import (
+    check_fields,
+    integer,
+    number,
+    optional,
+    probability,
+    sequence,
+    text,
+)
+from moscale.models.loading import ExplainedLoadingMixin
 from moscale.models.modeling_moscale_vq import PAD_ID
 
 MASK_ID = -2
 """Token id of a masked position (to be predicted)."""
+
+_CONFIG_RULES = {
+    "num_codes": integer(at_least=1),
+    "code_dim": integer(at_least=1),
+    "condition_dim": integer(at_least=1),
+    "hidden_size": integer(at_least=1),
+    "num_layers": integer(at_least=1),
+    "num_attention_heads": integer(at_least=1),
+    "mlp_ratio": number(above=0),
+    "text_dim": integer(at_least=1),
+    "max_text_length": integer(at_least=1),
+    "text_pool_head_dim": integer(at_least=1),
+    "scales": sequence(integer(at_least=1)),
+    "max_motion_length": integer(at_least=1),
+    "unit_length": integer(at_least=1),
+    "dropout": probability(),
+    "attention_dropout": probability(),
+    "drop_path_rate": optional(probability()),
+    "norm_eps": number(above=0),
+    "rope_theta": number(above=0),
+    "cond_drop_prob": probability(),
+    "bert_replace_prob": probability(),
+    "bert_mask_prob": probability(),
+    "mask_augment_range": sequence(probability(), length=2),
+    "perturb_rate": sequence(probability(), length=2),
+    "guidance_scale": number(),
+    "guidance_decay": number(),
+    "sample_steps_per_scale": sequence(integer(at_least=1)),
+    "text_encoder_name": text(),
+}
 
 
 class MoScaleConfig(PreTrainedConfig):
@@ -104,6 +144,7 @@ class MoScaleConfig(PreTrainedConfig):
         text_encoder_name: str = "google/t5-v1_1-base",
         **kwargs,
     ):
+        check_fields(type(self).__name__, locals(), _CONFIG_RULES)
         scales = tuple(int(s) for s in scales)
         if not scales or scales[-1] != 1 or any(a <= b for a, b in zip(scales, scales[1:])):
             raise ValueError(f"scales must be strictly decreasing positive integers ending in 1, got {scales}")
@@ -446,7 +487,7 @@ class MoScaleBlock(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------------------ model
-class MoScalePreTrainedModel(PreTrainedModel):
+class MoScalePreTrainedModel(ExplainedLoadingMixin, PreTrainedModel):
     config_class = MoScaleConfig
     base_model_prefix = "moscale"
     main_input_name = "input_ids"

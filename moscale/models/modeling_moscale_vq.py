@@ -26,6 +26,17 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
+from moscale.models.config_validation import (
+    boolean,
+    check_fields,
+    integer,
+    number,
+    one_of,
+    probability,
+    sequence,
+)
+from moscale.models.loading import ExplainedLoadingMixin
+
 PAD_ID = -1
 """Code id at positions beyond a sample's valid length."""
 
@@ -42,6 +53,29 @@ def is_valid_num_frames(num_frames, unit_length: int, min_frames: int, max_frame
 
 
 _ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU, "gelu": nn.GELU, "leakyrelu": lambda: nn.LeakyReLU(0.1)}
+
+_CONFIG_RULES = {
+    "motion_dim": integer(at_least=1),
+    "code_dim": integer(at_least=1),
+    "num_codes": integer(at_least=1),
+    "scales": sequence(integer(at_least=1)),
+    "width": integer(at_least=1),
+    "depth": integer(at_least=1),
+    "down_t": integer(at_least=0),
+    "dilation_growth_rate": integer(at_least=1),
+    "activation": one_of(*_ACTIVATIONS),
+    "use_attention": boolean(),
+    "attention_heads": integer(at_least=1),
+    "attention_ffn_ratio": integer(at_least=1),
+    "resnet_dropout": probability(),
+    "attention_dropout": probability(),
+    "ema_decay": probability(),
+    "code_sampling_temperature": number(at_least=0),
+    "commit_loss_weight": number(at_least=0),
+    "joint_position_loss_weight": number(at_least=0),
+    "joint_position_dims": sequence(integer(at_least=0), length=2),
+    "max_motion_length": integer(at_least=1),
+}
 
 
 class MoScaleVQConfig(PreTrainedConfig):
@@ -97,17 +131,16 @@ class MoScaleVQConfig(PreTrainedConfig):
         max_motion_length: int = 196,
         **kwargs,
     ):
+        check_fields(type(self).__name__, locals(), _CONFIG_RULES)
         scales = tuple(int(s) for s in scales)
         if not scales or scales[-1] != 1 or any(a <= b for a, b in zip(scales, scales[1:])):
             raise ValueError(f"scales must be strictly decreasing positive integers ending in 1, got {scales}")
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
         if use_attention and (width % attention_heads or (width // attention_heads) % 2):
             raise ValueError(
                 f"width ({width}) must split into {attention_heads} attention heads of even size "
                 "(rotary embeddings rotate pairs); choose a width that is a multiple of 2 * attention_heads"
             )
-        if len(joint_position_dims) != 2 or not 0 <= joint_position_dims[0] < joint_position_dims[1] <= motion_dim:
+        if not joint_position_dims[0] < joint_position_dims[1] <= motion_dim:
             raise ValueError(f"joint_position_dims must be (start, stop) within motion_dim, got {joint_position_dims}")
         if max_motion_length % (2**down_t):
             raise ValueError(f"max_motion_length ({max_motion_length}) must be a multiple of 2**down_t ({2**down_t})")
@@ -544,7 +577,7 @@ class MultiScaleQuantizer(nn.Module):
         return straight_through_BCT, commit / len(self.scales), perplexity, codes
 
 
-class MoScaleVQPreTrainedModel(PreTrainedModel):
+class MoScaleVQPreTrainedModel(ExplainedLoadingMixin, PreTrainedModel):
     config_class = MoScaleVQConfig
     base_model_prefix = "moscale_vq"
     main_input_name = "motion"

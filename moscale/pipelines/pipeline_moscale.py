@@ -81,9 +81,9 @@ class MoScalePipeline(DiffusionPipeline):
         text_encoder: a transformers text encoder whose `last_hidden_state` has `transformer.config.text_dim`
             features (the paper: `T5EncoderModel` google/t5-v1_1-base). Optional when you pass `prompt_embeds`.
         tokenizer: the text encoder's tokenizer. Optional when you pass `prompt_embeds`.
+        length_estimator: optional [`MoScaleLengthEstimator`] used when `num_frames` is omitted.
         scheduler: the refinement schedule ([`MoScaleScheduler`]). Omitted (or a folder saved without
             `scheduler/`): the schedule the transformer's config records (`MoScaleScheduler.from_transformer_config`).
-        length_estimator: optional [`MoScaleLengthEstimator`] used when `num_frames` is omitted.
         motion_mean, motion_std: per-feature statistics the models were trained on (the dataset's Mean.npy and
             Std.npy). With them, outputs are de-normalised features and joints; without them the features stay in
             the model's space and `joints` is None.
@@ -104,8 +104,8 @@ class MoScalePipeline(DiffusionPipeline):
         transformer: MoScaleForTextToMotion,
         text_encoder: PreTrainedModel | None = None,
         tokenizer: PreTrainedTokenizerBase | None = None,
-        scheduler: MoScaleScheduler | None = None,
         length_estimator: MoScaleLengthEstimator | None = None,
+        scheduler: MoScaleScheduler | None = None,
         motion_mean: Sequence[float] | None = None,
         motion_std: Sequence[float] | None = None,
         default_num_frames: int = 120,
