@@ -11,22 +11,11 @@ import torch
 
 from moscale.motion.representation import recover_from_ric
 from moscale.schedulers.scheduling_moscale import edit_token_masks, seam_blend_weights
-from tests.helpers import tiny_pipeline
+from tests.helpers import calm_pipeline
 from tests.shared_data import SHARED_DATA as DATA
 
 CLIP = DATA / "humanml3d_sample" / "new_joint_vecs" / "012314.npy"
 FPS = 20
-
-
-def calm_pipeline():
-    """The tiny random pipeline with its decoder output rescaled to the data's spread (see the module docstring)."""
-    pipeline = tiny_pipeline(seed=1)
-    probe = pipeline("calibration", num_frames=196, output_type="latent", generator=torch.Generator().manual_seed(0))
-    decoded = pipeline.vq_model.decode(list(probe.tokens), torch.tensor([196]))
-    with torch.no_grad():
-        pipeline.vq_model.decoder.conv_out.weight.mul_(0.3 / decoded.std())
-        pipeline.vq_model.decoder.conv_out.bias.zero_()
-    return pipeline
 
 
 @pytest.fixture(scope="module")
