@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.shared_data import HUMANML3D_SAMPLE, SHARED_DATA
+from tests.shared_data import HUMANML3D_SAMPLE, ROOT, SHARED_DATA
 
 FEATURE_DIM = 263
 # (caption, tokens): a few distinct texts, so that a contrastive evaluator has something to learn.
@@ -229,3 +229,16 @@ def perfect_generator(rows, settings, repeat, noise=0.0):
         return motions + noise * noise_BND * inside
 
     return generate
+
+
+def load_script(name: str):
+    """The example script `examples/<name>.py` as a module (its own directory on sys.path, as when it runs)."""
+    import importlib.util
+    import sys
+
+    examples = ROOT / "examples"
+    sys.path.insert(0, str(examples))
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", examples / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

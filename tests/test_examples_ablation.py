@@ -17,9 +17,8 @@ from moscale.evaluation.contrastive_evaluator import (
 from moscale.models.modeling_moscale import MoScaleConfig
 from moscale.models.modeling_moscale_vq import PAD_ID, MoScaleVQConfig, MoScaleVQModel
 from moscale.synthetic import write_dataset
-from tests.helpers import TINY_T5_CONFIG, TINY_VQ_CONFIG
+from tests.helpers import TINY_T5_CONFIG, TINY_VQ_CONFIG, load_script
 from tests.shared_data import SHARED_DATA
-from tests.test_examples_training import load_script
 
 TINY_MODEL = [
     "--hidden_size", "32", "--num_layers", "1", "--num_attention_heads", "2",

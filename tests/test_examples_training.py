@@ -1,7 +1,6 @@
 """examples/train_vq.py and examples/train.py end to end on tiny models: a few steps each, in subprocesses as
 diffusers tests its examples (and in-process where a run stops before training, which spares an interpreter)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,21 +11,12 @@ import pytest
 import torch
 
 from moscale.models.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
-from tests.helpers import TINY_VQ_CONFIG, make_motion_folder
+from tests.helpers import TINY_VQ_CONFIG, load_script, make_motion_folder
 from tests.shared_data import ROOT
 
 EXAMPLES = ROOT / "examples"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 TINY_VQ = ["--code_dim", "16", "--num_codes", "32", "--width", "32", "--depth", "1", "--attention_heads", "2"]
-
-
-def load_script(name: str):
-    """An example script as a module (its own directory on sys.path, as when it runs)."""
-    sys.path.insert(0, str(EXAMPLES))
-    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_script(name: str, args: list[str], cwd) -> subprocess.CompletedProcess:
