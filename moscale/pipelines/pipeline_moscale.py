@@ -417,7 +417,7 @@ class MoScalePipeline(DiffusionPipeline):
                 f"{', '.join(cut)} tokens: only the first {max_length} tokens of a prompt are kept (the transformer's "
                 "max_text_length, as in its training), so the rest has no effect; shorten the prompt",
                 PromptTruncationWarning,
-                stacklevel=3,
+                stacklevel=4,  # the caller of `pipe(...)`, past __call__ and its no_grad wrapper
             )
         inputs = self.tokenizer(
             prompts,
