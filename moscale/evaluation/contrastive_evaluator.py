@@ -39,6 +39,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from moscale.models.config_validation import check_fields, integer, number, probability, sequence, text
+from moscale.models.loading import ExplainedLoadingMixin
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def _masked_mean(hidden_BLH: torch.Tensor, valid_BL: torch.Tensor) -> torch.Tens
     return (hidden_BLH * weights_BL1).sum(1) / weights_BL1.sum(1).clamp(min=1)
 
 
-class ContrastiveEvaluatorPreTrainedModel(PreTrainedModel):
+class ContrastiveEvaluatorPreTrainedModel(ExplainedLoadingMixin, PreTrainedModel):
     config_class = ContrastiveEvaluatorConfig
     base_model_prefix = "contrastive_evaluator"
     main_input_name = "motions"

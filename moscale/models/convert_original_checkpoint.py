@@ -19,6 +19,7 @@ mismatch, is an error that names the key.
 from __future__ import annotations
 
 import argparse
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -96,7 +97,14 @@ def load_original_checkpoint(path: str | Path, entries: tuple[str, ...]) -> dict
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types on damaged or non-tensor pickles
+    except pickle.UnpicklingError as error:
+        # torch's own message suggests weights_only=False, which would run whatever code the file names.
+        raise ConversionError(
+            f"{path} is not a plain checkpoint of tensors: it is damaged, or it asks to build other objects or run "
+            "code while loading. It was refused and must not be loaded with pickle (torch.load with "
+            "weights_only=False); expected the authors' .tar file as written by torch.save"
+        ) from error
+    except Exception as error:  # torch.load raises many types on damaged files
         raise ConversionError(
             f"{path} is not a readable PyTorch checkpoint ({type(error).__name__}: {error}); expected the authors' "
             f".tar file as written by torch.save"
@@ -116,7 +124,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"config not found: {path}")
     try:
-        config = yaml.safe_load(path.read_text())
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConversionError(
+            f"{path} is not a text file, so not a YAML config; pass the authors' train_*.yaml (is it a checkpoint?)"
+        ) from None
     except yaml.YAMLError as error:
         raise ConversionError(f"{path} is not valid YAML: {error}") from error
     if not isinstance(config, dict):
@@ -389,7 +401,7 @@ def main(argv: list[str] | None = None) -> None:
             args.vq_checkpoint, args.vq_config, args.transformer_checkpoint, args.transformer_config, args.output_dir
         )
     except (ConversionError, FileNotFoundError) as error:
-        parser.exit(1, f"error: {error}\n")
+        parser.exit(2, f"error: {error}\n")
     print(f"wrote {Path(args.output_dir) / 'vq_model'} and {Path(args.output_dir) / 'transformer'}")
 
 

@@ -19,6 +19,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 from transformers.utils import ModelOutput
 
 from moscale.models.config_validation import check_fields, integer, probability
+from moscale.models.loading import ExplainedLoadingMixin
 from moscale.models.modeling_moscale_vq import is_valid_num_frames
 
 __all__ = ["MoScaleLengthEstimator", "MoScaleLengthEstimatorConfig", "MoScaleLengthEstimatorOutput"]
@@ -92,7 +93,7 @@ class MoScaleLengthEstimatorOutput(ModelOutput):
     logits: torch.FloatTensor | None = None
 
 
-class MoScaleLengthEstimator(PreTrainedModel):
+class MoScaleLengthEstimator(ExplainedLoadingMixin, PreTrainedModel):
     """Text encoder states -> distribution over motion lengths."""
 
     config_class = MoScaleLengthEstimatorConfig

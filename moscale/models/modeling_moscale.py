@@ -38,6 +38,7 @@ from moscale.models.config_validation import (
     sequence,
     text,
 )
+from moscale.models.loading import ExplainedLoadingMixin
 from moscale.models.modeling_moscale_vq import PAD_ID
 
 MASK_ID = -2
@@ -486,7 +487,7 @@ class MoScaleBlock(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------------------ model
-class MoScalePreTrainedModel(PreTrainedModel):
+class MoScalePreTrainedModel(ExplainedLoadingMixin, PreTrainedModel):
     config_class = MoScaleConfig
     base_model_prefix = "moscale"
     main_input_name = "input_ids"

@@ -35,6 +35,7 @@ from moscale.models.config_validation import (
     probability,
     sequence,
 )
+from moscale.models.loading import ExplainedLoadingMixin
 
 PAD_ID = -1
 """Code id at positions beyond a sample's valid length."""
@@ -576,7 +577,7 @@ class MultiScaleQuantizer(nn.Module):
         return straight_through_BCT, commit / len(self.scales), perplexity, codes
 
 
-class MoScaleVQPreTrainedModel(PreTrainedModel):
+class MoScaleVQPreTrainedModel(ExplainedLoadingMixin, PreTrainedModel):
     config_class = MoScaleVQConfig
     base_model_prefix = "moscale_vq"
     main_input_name = "motion"

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,14 +115,17 @@ class _Tokens:
             raise ValueError(f"{self.path}, line {number}: expected {expected!r}, found {word!r}")
         return word
 
-    def number(self, kind: type = float) -> float:
+    def number(self, what: str, kind: type = float) -> float:
+        """The next word as a finite number; `what` names it in the error ("the OFFSET of joint 'Hips'")."""
         word = self.next()
+        line = self.items[self.index - 1][1]
         try:
-            return kind(word)
+            value = kind(word)
         except ValueError:
-            raise ValueError(
-                f"{self.path}, line {self.items[self.index - 1][1]}: expected a number, found {word!r}"
-            ) from None
+            raise ValueError(f"{self.path}, line {line}: expected a number for {what}, found {word!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"{self.path}, line {line}: {what} must be a finite number, found {word!r}")
+        return value
 
 
 def read_bvh(path: str | Path) -> BvhMotion:
@@ -145,9 +149,10 @@ def read_bvh(path: str | Path) -> BvhMotion:
         tokens.next("{")
         while (word := tokens.next()) != "}":
             if word == "OFFSET":
-                offsets[joint] = np.array([tokens.number() for _ in range(3)])
+                offsets[joint] = np.array([tokens.number(f"the OFFSET of joint {name!r}") for _ in range(3)])
             elif word == "CHANNELS":
-                names = tuple(tokens.next() for _ in range(int(tokens.number(int))))
+                count = tokens.number(f"the channel count of joint {name!r}", int)
+                names = tuple(tokens.next() for _ in range(count))
                 unknown = [n for n in names if n not in ROTATION_CHANNELS and n not in POSITION_CHANNELS]
                 if unknown:
                     raise ValueError(f"{path}: joint {name!r} has unknown channels {unknown}")
@@ -158,7 +163,8 @@ def read_bvh(path: str | Path) -> BvhMotion:
                 tokens.next("Site")
                 tokens.next("{")
                 tokens.next("OFFSET")
-                motion.end_sites[joint] = np.array([tokens.number() for _ in range(3)])
+                what = f"the End Site OFFSET of joint {name!r}"
+                motion.end_sites[joint] = np.array([tokens.number(what) for _ in range(3)])
                 tokens.next("}")
             else:
                 raise ValueError(
@@ -173,10 +179,10 @@ def read_bvh(path: str | Path) -> BvhMotion:
         raise ValueError(f"{path}: no ROOT joint after HIERARCHY")
     tokens.next("MOTION")
     tokens.next("Frames:")
-    num_frames = int(tokens.number(int))
+    num_frames = tokens.number("the frame count", int)
     tokens.next("Frame")
     tokens.next("Time:")
-    motion.frame_time = tokens.number()
+    motion.frame_time = tokens.number("the Frame Time")
     if motion.frame_time <= 0:
         raise ValueError(f"{path}: Frame Time must be positive, found {motion.frame_time}")
     num_channels = sum(len(c) for c in motion.channels)
@@ -187,9 +193,34 @@ def read_bvh(path: str | Path) -> BvhMotion:
             f"{num_frames * num_channels} values, but the motion block has {len(words)}; "
             "fix the 'Frames:' line or the channel lists"
         )
-    motion.values_FC = np.asarray(words, dtype=np.float64).reshape(num_frames, num_channels)
+    motion.values_FC = _motion_values(words, num_channels, motion, tokens).reshape(num_frames, num_channels)
     motion.offsets_J3 = np.stack(offsets)
     return motion
+
+
+def _motion_values(words: list[str], num_channels: int, motion: BvhMotion, tokens: _Tokens) -> np.ndarray:
+    """The motion block's words as numbers. A word that is not a finite number is refused with its line, frame,
+    joint and channel: one NaN angle would turn every joint below it into NaN, silently."""
+    values = np.array([_float_or_nan(word) for word in words], dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if not len(bad):
+        return values
+    index = int(bad[0])
+    frame, column = divmod(index, num_channels)
+    joint, columns = next((j, c) for j, c in enumerate(motion.channel_slices()) if c.start <= column < c.stop)
+    more = f" ({len(bad) - 1} more such values follow)" if len(bad) > 1 else ""
+    raise ValueError(
+        f"{tokens.path}, line {tokens.items[tokens.index + index][1]}: frame {frame + 1}, channel "
+        f"{motion.channels[joint][column - columns.start]} of joint {motion.names[joint]!r} is {words[index]!r}, "
+        f"not a finite number{more}; fix or remove that frame"
+    )
+
+
+def _float_or_nan(word: str) -> float:
+    try:
+        return float(word)
+    except ValueError:
+        return math.nan
 
 
 def write_bvh(path: str | Path, motion: BvhMotion, precision: int = 6) -> None:

@@ -49,6 +49,11 @@ def read_caption_table(path: str | Path) -> dict[str, list[tuple[str, float, flo
             start, end = (float(fields[2]), float(fields[3])) if len(fields) == 4 else (0.0, 0.0)
         except ValueError:
             raise ValueError(f"{path}, line {number}: start and end must be seconds, got {fields[2:]}") from None
+        if (start, end) != (0.0, 0.0) and not 0.0 <= start < end:
+            raise ValueError(
+                f"{path}, line {number}: start {start:g} s and end {end:g} s must satisfy 0 <= start < end (or be "
+                "0 0 for the whole clip); as written the caption would cover no frame"
+            )
         captions.setdefault(fields[0].strip(), []).append((fields[1].strip(), start, end))
     if not captions:
         raise ValueError(f"{path} holds no captions")
@@ -140,13 +145,17 @@ def build_dataset(
             f"captions and BVH files do not match: clips without a caption {uncaptioned}, captions "
             f"for missing clips {unknown}"
         )
-    output_dir = create_dataset_folder(output_dir)
-    moments = FeatureMoments()
+    # Every file is converted before anything is written, so that a bad file leaves no half-built folder.
+    clip_features = {}
     for path, name in zip(files, names):
         try:
-            features = bvh_to_features(path, **import_options)
+            clip_features[name] = bvh_to_features(path, **import_options)
         except ValueError as error:
-            raise ValueError(f"{path}: {error}") from error
+            message = str(error)  # most already start with the file; the others are told which one
+            raise ValueError(message if str(path) in message else f"{path}: {message}") from error
+    output_dir = create_dataset_folder(output_dir)
+    moments = FeatureMoments()
+    for name, features in clip_features.items():
         write_clip(output_dir, name, features, [_text_line(*caption) for caption in captions[name]])
         moments += FeatureMoments.of(features)
     # HumanML3D's statistics cover every clip of the dataset.

@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -163,7 +164,15 @@ def parse_caption_line(line: str, path: PathLike = "<caption>", line_number: int
         )
     start = _parse_time(start_field, "start", path, line_number)
     end = _parse_time(end_field, "end", path, line_number)
-    return Caption(text=text, tokens=tokens, start=start, end=end)
+    caption = Caption(text=text, tokens=tokens, start=start, end=end)
+    if not caption.is_whole_motion and end <= start:
+        # The authors' loader drops such a caption (its slice is empty); so do we, but not silently.
+        warnings.warn(
+            f"{path}, line {line_number}: start {start:g} s is not before end {end:g} s, so this caption covers no "
+            "frame and is skipped; write start < end, or 0 and 0 for the whole motion",
+            stacklevel=2,
+        )
+    return caption
 
 
 def read_captions(path: PathLike) -> list[Caption]:

@@ -1,4 +1,5 @@
 import json
+import pickle
 import re
 from pathlib import Path
 
@@ -84,8 +85,39 @@ def test_cli_reports_errors_without_a_traceback(original, tmp_path, capsys):
                 "--output-dir", str(tmp_path / "out"),
             ]
         )  # fmt: skip
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return print, ("this pickle ran code",)
+
+
+def test_a_pickle_that_runs_code_is_refused_without_suggesting_pickle(original, tmp_path, capsys):
+    checkpoint = tmp_path / "net_best_fid.tar"
+    checkpoint.write_bytes(pickle.dumps({"vq_model": _RunsCode()}, protocol=2))
+    with pytest.raises(ConversionError) as raised:
+        convert_original_checkpoint(**{**original, "vq_checkpoint": checkpoint})
+    assert str(raised.value) == (
+        f"{checkpoint} is not a plain checkpoint of tensors: it is damaged, or it asks to build other objects or run "
+        "code while loading. It was refused and must not be loaded with pickle (torch.load with weights_only=False); "
+        "expected the authors' .tar file as written by torch.save"
+    )
+    assert "likely succeed" not in str(raised.value)
+    assert "this pickle ran code" not in capsys.readouterr().out
+
+
+def test_a_binary_file_as_config_is_named(original, tmp_path):
+    binary = tmp_path / "train_hrvqvae.yaml"
+    binary.write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(ConversionError) as raised:
+        convert_original_checkpoint(**{**original, "vq_config": binary})
+    assert str(raised.value) == (
+        f"{binary} is not a text file, so not a YAML config; pass the authors' train_*.yaml (is it a checkpoint?)"
+    )
+    with pytest.raises(ConversionError, match="is not a text file"):
+        convert_original_checkpoint(**{**original, "transformer_config": original["transformer_checkpoint"]})
 
 
 def test_unknown_key_is_named(original, tmp_path):
@@ -163,7 +195,9 @@ def test_corrupt_and_wrong_files(original, tmp_path):
         convert_original_checkpoint(**{**original, "transformer_checkpoint": tmp_path / "nope.tar"})
     pickled_object = tmp_path / "object.tar"
     torch.save({"vq_model": {"encoder.embed.0.weight": Path("not a tensor")}}, pickled_object)
-    with pytest.raises(ConversionError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(
+        ConversionError, match="is not a plain checkpoint of tensors: .* must not be loaded with pickle"
+    ):
         convert_original_checkpoint(**{**original, "vq_checkpoint": pickled_object})
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("model: [unclosed")

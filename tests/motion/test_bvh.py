@@ -117,3 +117,36 @@ def test_write_then_read_keeps_positions(small_bvh, tmp_path):
     order = [again.names.index(n) for n in motion.names]
     np.testing.assert_allclose(again.positions()[:, order], motion.positions(), atol=1e-5)
     assert again.end_sites[again.names.index("Arm")].tolist() == [0, 0, 1]
+
+
+def test_a_non_finite_offset_is_refused_with_file_joint_and_line(tmp_path):
+    bad = tmp_path / "bad_offset.bvh"
+    bad.write_text(SMALL_BVH.replace("OFFSET 5 5 5", "OFFSET 5 nan 5"))
+    with pytest.raises(ValueError) as raised:
+        read_bvh(bad)
+    assert str(raised.value) == f"{bad}, line 17: the OFFSET of joint 'Slider' must be a finite number, found 'nan'"
+    bad.write_text(SMALL_BVH.replace("OFFSET 0 0 1\n    }", "OFFSET 0 inf 1\n    }"))
+    with pytest.raises(ValueError, match="line 12: the End Site OFFSET of joint 'Arm' must be a finite number"):
+        read_bvh(bad)
+    bad.write_text(SMALL_BVH.replace("Frame Time: 0.5", "Frame Time: nan"))
+    with pytest.raises(ValueError, match="line 33: the Frame Time must be a finite number"):
+        read_bvh(bad)
+
+
+def test_a_non_finite_motion_value_is_refused_with_file_frame_channel_and_line(tmp_path):
+    rows = SMALL_BVH.splitlines()
+    # Frame 2, column 13 (counting from 1): Slider's Xrotation after its three position channels.
+    second_frame = rows[-1].split()
+    second_frame[12] = "nan"
+    second_frame[20] = "NaN"
+    bad = tmp_path / "bad_value.bvh"
+    bad.write_text("\n".join(rows[:-1] + [" ".join(second_frame)]) + "\n")
+    with pytest.raises(ValueError) as raised:
+        read_bvh(bad)
+    assert str(raised.value) == (
+        f"{bad}, line 35: frame 2, channel Xrotation of joint 'Slider' is 'nan', not a finite number "
+        "(1 more such values follow); fix or remove that frame"
+    )
+    bad.write_text(SMALL_BVH.replace("7 8 9", "7 eight 9"))
+    with pytest.raises(ValueError, match="line 34: frame 1, channel Yposition of joint 'Prop' is 'eight'"):
+        read_bvh(bad)

@@ -51,6 +51,13 @@ def test_build_dataset_command(tmp_path, capsys):
     captions.write_text("wave_hello a caption without a tab\n")
     with pytest.raises(ValueError, match="tab-separated"):
         read_caption_table(captions)
+    captions.write_text("wave_hello\twaves\t0\t0\nwave_hello\twaves twice\t4.0\t1.5\n")
+    with pytest.raises(ValueError) as raised:
+        read_caption_table(captions)
+    assert str(raised.value) == (
+        f"{captions}, line 2: start 4 s and end 1.5 s must satisfy 0 <= start < end (or be 0 0 for the whole clip); "
+        "as written the caption would cover no frame"
+    )
 
 
 @needs_data

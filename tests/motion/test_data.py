@@ -214,6 +214,22 @@ def test_malformed_caption_line_names_file_and_line(tmp_path, line, message):
         load(root, tmp_path)
 
 
+def test_caption_ending_before_it_starts_is_skipped_with_a_warning(tmp_path):
+    text = f"{WHOLE}\n\nturns#turn/VERB#3.0#1.0\nstops#stop/VERB#2.5#nan\nwaits#wait/VERB#1.0#3.0"
+    root = make_folder(tmp_path / "hml", {"a": motion(120)}, {"a": text})
+    with pytest.warns(UserWarning) as warned:
+        index = index_motion_folder(root, "train")
+    caption_file = root / "texts" / "a.txt"
+    assert [str(w.message) for w in warned] == [
+        f"{caption_file}, line 3: start 3 s is not before end 1 s, so this caption covers no frame and is skipped; "
+        "write start < end, or 0 and 0 for the whole motion",
+        f"{caption_file}, line 4: start 2.5 s is not before end 0 s, so this caption covers no frame and is "
+        "skipped; write start < end, or 0 and 0 for the whole motion",
+    ]
+    assert [item.id for item in index.items] == ["a", "a:4"]  # items count captions, not file lines
+    assert index.report.subclips_too_short == 2
+
+
 def test_caption_file_without_captions(tmp_path):
     root = make_folder(tmp_path / "hml", {"a": motion(60)}, {"a": "\n\n"})
     with pytest.raises(MotionDataError, match=r"a\.txt: no caption line"):
