@@ -1,11 +1,13 @@
 """The `moscale` command: text to motion files, plus the package's other command-line tools under one name.
 
-moscale generate PIPELINE "a person jumps twice" --out-dir outputs --formats npy,bvh,gif
-moscale convert --vq-checkpoint ... --output-dir DIR      (python -m moscale.models.convert_original_checkpoint)
-moscale bvh {import,export,build-dataset} ...             (python -m moscale.motion.bvh)
-moscale render ...                                        (python -m moscale.motion.render)
-moscale evaluate --pipeline ... --data_dir ...            (python -m moscale.evaluation.protocol)
-moscale demo --model PATH_OR_HUB_ID --port 7860           (python -m moscale.demo; pip install "moscale[demo]")
+moscale generate PIPELINE "a person jumps twice" --output_dir outputs --formats npy,bvh,gif
+moscale convert --vq_checkpoint ... --output_dir DIR          (moscale.models.convert_original_checkpoint)
+moscale bvh {convert,export,build-dataset} ...                (moscale.motion.bvh_cli)
+moscale render MOTION.npy ... --output_path FILE.gif          (moscale.motion.render)
+moscale evaluate --model ... --data_dir ... --output_dir DIR  (moscale.evaluation.evaluate_cli)
+moscale demo --model PATH_OR_HUB_ID --port 7860               (moscale.demo; pip install "moscale[demo]")
+
+Every flag is spelled with underscores, as in diffusers' scripts.
 """
 
 from __future__ import annotations
@@ -69,13 +71,13 @@ def generate(args: argparse.Namespace) -> list[Path]:
             "only --formats npy is possible."
         )
 
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     written = []
     summary = []
     for index, (prompt, length) in enumerate(zip(prompts, out.lengths)):
         length = int(length)
-        stem = out_dir / _slug(prompt, index)
+        stem = output_dir / _slug(prompt, index)
         features = out.features[index, :length]
         joints = None if out.joints is None else out.joints[index, :length]
         if "npy" in args.formats:
@@ -95,7 +97,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
 
                 written.append(render_animation(joints, f"{stem}.{suffix}", captions=prompt, fps=pipe.fps))
         summary.append({"prompt": prompt, "frames": length, "seconds": length / pipe.fps})
-    (out_dir / "prompts.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (output_dir / "prompts.json").write_text(json.dumps(summary, indent=2) + "\n")
     for path in written:
         print(path)
     return written
@@ -108,12 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen = commands.add_parser("generate", help="text to motion with a saved MoScalePipeline")
     gen.add_argument("pipeline", help="a MoScalePipeline folder (save_pretrained) or a Hub id")
     gen.add_argument("prompt", nargs="+", help="one or more captions; each gives one motion")
-    gen.add_argument("--num-frames", type=int, default=None, help="frames per motion (multiple of 4, 40..196)")
+    gen.add_argument("--num_frames", type=int, default=None, help="frames per motion (multiple of 4, 40..196)")
     gen.add_argument(
-        "--guidance-scale", type=float, default=None, help="default: the pipeline scheduler's (5 for the paper's model)"
+        "--guidance_scale", type=float, default=None, help="default: the pipeline scheduler's (5 for the paper's model)"
     )
     gen.add_argument(
-        "--refinement-steps",
+        "--refinement_steps",
         type=int,
         nargs="+",
         default=None,
@@ -121,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--device", default="cpu")
-    gen.add_argument("--out-dir", default="outputs")
+    gen.add_argument("--output_dir", default="outputs", help="folder for the files (created)")
     gen.add_argument("--formats", type=_formats, default=("npy", "gif"), help="comma list of npy,bvh,gif,mp4")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(handler=generate)

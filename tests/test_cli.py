@@ -1,6 +1,7 @@
 """The `moscale` command: generate files from a saved pipeline, and hand other subcommands to their modules."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -25,11 +26,11 @@ def test_generate_writes_features_joints_bvh_and_gif(saved_pipeline, tmp_path, c
             "generate",
             str(saved_pipeline),
             *prompts,
-            "--num-frames",
+            "--num_frames",
             "48",
             "--formats",
             "npy,bvh,gif",
-            "--out-dir",
+            "--output_dir",
             str(tmp_path),
             "--seed",
             "3",
@@ -60,8 +61,8 @@ def test_generate_uses_the_transformers_own_refinement_schedule(tmp_path):
     # A three-scale model: the command must not impose the paper's four refinement counts.
     pipe = tiny_pipeline(scales=(4, 2, 1), sample_steps_per_scale=(1, 2, 3), min_num_frames=16)
     pipe.save_pretrained(tmp_path / "three_scales")
-    cli.main(["generate", str(tmp_path / "three_scales"), "a person walks", "--num-frames", "96", "--formats", "npy",
-              "--out-dir", str(tmp_path / "out"), "--quiet"])  # fmt: skip
+    cli.main(["generate", str(tmp_path / "three_scales"), "a person walks", "--num_frames", "96", "--formats", "npy",
+              "--output_dir", str(tmp_path / "out"), "--quiet"])  # fmt: skip
     assert np.load(tmp_path / "out" / "00_a_person_walks_features.npy").shape[0] == 96
 
 
@@ -75,10 +76,28 @@ def test_subcommands_reach_their_modules(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["convert", "--help"])
     assert exit_info.value.code == 0
-    assert "--vq-checkpoint" in capsys.readouterr().out
+    help_text = capsys.readouterr().out
+    assert "usage: moscale convert" in help_text and "--vq_checkpoint" in help_text
     with pytest.raises(SystemExit):
         cli.main(["render", "--help"])
-    assert "moscale.motion.render" in capsys.readouterr().out
+    assert "usage: moscale render" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli.main(["evaluate", "--help"])
     assert "usage: moscale evaluate" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["bvh", "--help"])
+    assert "usage: moscale bvh" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["bvh", "build-dataset", "--help"])
+    assert "usage: moscale bvh build-dataset" in capsys.readouterr().out
+
+
+def test_every_flag_is_spelled_with_underscores(capsys):
+    """One spelling per flag across the commands: diffusers' --output_dir, --num_frames, ..."""
+    commands = [["generate"], ["convert"], ["render"], ["evaluate"], ["bvh", "convert"], ["bvh", "export"]]
+    commands.append(["bvh", "build-dataset"])
+    for command in commands:
+        with pytest.raises(SystemExit):
+            cli.main([*command, "--help"])
+        flags = re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", capsys.readouterr().out)
+        assert flags and not [flag for flag in flags if "-" in flag[2:]], (command, flags)
