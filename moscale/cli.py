@@ -67,7 +67,7 @@ def generate(args: argparse.Namespace) -> list[Path]:
         output_type="np",
     )
     if out.joints is None and set(args.formats) - {"npy"}:
-        raise SystemExit(
+        raise ValueError(
             "This pipeline has no normalisation statistics, so its features cannot be turned into joints: "
             "only --formats npy is possible."
         )
@@ -149,15 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(handler=generate)
 
-    # Listed for `moscale --help` only: `main` hands these subcommands to their modules before parsing.
+    # Listed for `moscale --help` only: `main` takes --debug out and hands these subcommands to their modules before
+    # parsing.
+    parser.add_argument("--debug", action="store_true", help="on an error, show the traceback (with any subcommand)")
     for name, (_, _, help_text) in DELEGATED.items():
         sub = commands.add_parser(name, help=help_text, add_help=False)
         sub.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
+def _run(argv: list[str]) -> None:
     if argv and argv[0] in DELEGATED:
         import importlib
 
@@ -166,6 +167,26 @@ def main(argv: list[str] | None = None) -> None:
         return
     args = build_parser().parse_args(argv)
     args.handler(args)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run a subcommand. An error is one line on stderr and exit status 2; `--debug` (anywhere) shows the
+    traceback instead."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
+    try:
+        _run(argv)
+    except Exception as error:
+        if debug:
+            raise
+        command = " ".join(["moscale", *argv[:1]]) if argv and argv[0] in {*DELEGATED, "generate"} else "moscale"
+        # Messages from the libraries below may span lines.
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        if not isinstance(error, (ValueError, TypeError, OSError)) or not message:
+            message = f"{type(error).__name__}: {message}"
+        print(f"{command}: error: {message} (--debug shows the traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -104,3 +104,63 @@ def test_every_flag_is_spelled_with_underscores(capsys):
             cli.main([*command, "--help"])
         flags = re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", capsys.readouterr().out)
         assert flags and not [flag for flag in flags if "-" in flag[2:]], (command, flags)
+
+
+NAN_BVH = """HIERARCHY
+ROOT Hips
+{
+  OFFSET 0 0 0
+  CHANNELS 6 Xposition Yposition Zposition Zrotation Xrotation Yrotation
+  End Site
+  {
+    OFFSET 0 1 0
+  }
+}
+MOTION
+Frames: 2
+Frame Time: 0.05
+0 0 0 0 0 0
+0 0 0 nan 0 0
+"""
+
+
+def _one_error_line(capsys) -> str:
+    """The error line, which ends stderr (progress bars of model loading may come before it), and no traceback."""
+    err = capsys.readouterr().err
+    assert err.endswith(" (--debug shows the traceback)\n") and "Traceback" not in err, err
+    return err.splitlines()[-1] + "\n"
+
+
+def test_an_error_is_one_line_with_exit_status_2_and_writes_nothing(tmp_path, capsys):
+    bad = tmp_path / "take.bvh"
+    bad.write_text(NAN_BVH)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["bvh", "convert", str(bad), str(tmp_path / "take.npy")])
+    assert exit_info.value.code == 2
+    assert _one_error_line(capsys) == (
+        f"moscale bvh: error: {bad}, line 15: frame 2, channel Zrotation of joint 'Hips' is 'nan', not a finite "
+        "number; fix or remove that frame (--debug shows the traceback)\n"
+    )
+    assert list(tmp_path.iterdir()) == [bad]
+
+
+def test_generate_errors_are_one_line(saved_pipeline, tmp_path, capsys):
+    missing = tmp_path / "no_such_pipeline"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["generate", "a person walks", "--model", str(missing), "--quiet"])
+    assert exit_info.value.code == 2
+    line = _one_error_line(capsys)
+    assert line.startswith("moscale generate: error: ") and str(missing) in line
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["generate", "a person walks", "  ", "--model", str(saved_pipeline), "--quiet"])
+    assert exit_info.value.code == 2
+    assert "moscale generate: error: prompt 1 is '  '" in _one_error_line(capsys)
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    bad = tmp_path / "take.bvh"
+    bad.write_text(NAN_BVH)
+    for argv in (["--debug", "bvh", "convert", str(bad), str(tmp_path / "a.npy")],
+                 ["bvh", "convert", str(bad), str(tmp_path / "a.npy"), "--debug"]):  # fmt: skip
+        with pytest.raises(ValueError, match="channel Zrotation of joint 'Hips' is 'nan'"):
+            cli.main(argv)
