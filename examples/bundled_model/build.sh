@@ -49,3 +49,4 @@ done
 python -m moscale.evaluation.prompt_following --dataset_dir "$data" --model "$bundled" --seed 0 \
     --output_dir "$work/prompt_following"
 python examples/bundled_model/compare_text_encoders.py --dataset_dir "$data" > "$work/text_encoders.md"
+python examples/bundled_model/tokenizer_ceiling.py --dataset_dir "$data" > "$work/tokenizer_ceiling.txt"
