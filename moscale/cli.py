@@ -1,6 +1,6 @@
 """The `moscale` command: text to motion files, plus the package's other command-line tools under one name.
 
-moscale generate PIPELINE "a person jumps twice" --output_dir outputs --formats npy,bvh,gif
+moscale generate "a person jumps twice" [--model PATH_OR_HUB_ID] --output_dir outputs --formats npy,bvh,gif
 moscale convert --vq_checkpoint ... --output_dir DIR          (moscale.models.convert_original_checkpoint)
 moscale bvh {convert,export,build-dataset} ...                (moscale.motion.bvh_cli)
 moscale render MOTION.npy ... --output_path FILE.gif          (moscale.motion.render)
@@ -51,9 +51,10 @@ def generate(args: argparse.Namespace) -> list[Path]:
     import torch
 
     from moscale.pipelines.pipeline_moscale import MoScalePipeline
+    from moscale.pretrained import bundled_pipeline_path
 
     prompts = args.prompt
-    pipe = MoScalePipeline.from_pretrained(args.pipeline)
+    pipe = MoScalePipeline.from_pretrained(args.model or bundled_pipeline_path())
     pipe.to(args.device)
     pipe.set_progress_bar_config(disable=args.quiet)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
@@ -98,8 +99,10 @@ def generate(args: argparse.Namespace) -> list[Path]:
                 written.append(render_animation(joints, f"{stem}.{suffix}", captions=prompt, fps=pipe.fps))
         summary.append({"prompt": prompt, "frames": length, "seconds": length / pipe.fps})
     (output_dir / "prompts.json").write_text(json.dumps(summary, indent=2) + "\n")
+    model = args.model or "the bundled model (moscale/pretrained/moscale-procedural)"
+    print(f"{len(prompts)} motion(s) from {model}, {len(written)} file(s) in {output_dir}/:")
     for path in written:
-        print(path)
+        print(f"  {path}")
     return written
 
 
@@ -107,10 +110,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moscale", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    gen = commands.add_parser("generate", help="text to motion with a saved MoScalePipeline")
-    gen.add_argument("pipeline", help="a MoScalePipeline folder (save_pretrained) or a Hub id")
+    gen = commands.add_parser(
+        "generate",
+        help="text to motion files (GIF, BVH, .npy), on the bundled model or a saved MoScalePipeline",
+        description="Generate one motion per caption and write it as .npy features and joints, a BVH for Blender "
+        "and a GIF. Without --model the pipeline bundled with the package is used (trained on the procedural "
+        "dataset: see moscale/pretrained/moscale-procedural/README.md for what it can do).",
+    )
     gen.add_argument("prompt", nargs="+", help="one or more captions; each gives one motion")
-    gen.add_argument("--num_frames", type=int, default=None, help="frames per motion (multiple of 4, 40..196)")
+    gen.add_argument(
+        "--model", default=None, help="a MoScalePipeline folder (save_pretrained) or a Hub id; default: the bundled one"
+    )
+    gen.add_argument(
+        "--num_frames",
+        type=int,
+        default=None,
+        help="frames per motion (multiple of 4, 40..196 at 20 fps); default: the pipeline's length estimator",
+    )
     gen.add_argument(
         "--guidance_scale", type=float, default=None, help="default: the pipeline scheduler's (5 for the paper's model)"
     )
@@ -124,7 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--device", default="cpu")
     gen.add_argument("--output_dir", default="outputs", help="folder for the files (created)")
-    gen.add_argument("--formats", type=_formats, default=("npy", "gif"), help="comma list of npy,bvh,gif,mp4")
+    gen.add_argument(
+        "--formats",
+        type=_formats,
+        default=("npy", "bvh", "gif"),
+        help="comma list of npy,bvh,gif,mp4 (default npy,bvh,gif)",
+    )
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(handler=generate)
 
