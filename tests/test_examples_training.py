@@ -2,7 +2,6 @@
 diffusers tests its examples (and in-process where a run stops before training, which spares an interpreter)."""
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,21 +12,12 @@ import pytest
 import torch
 
 from moscale.models.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
-from tests.helpers import make_motion_folder
+from tests.helpers import TINY_VQ_CONFIG, load_script, make_motion_folder
 from tests.shared_data import ROOT
 
 EXAMPLES = ROOT / "examples"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 TINY_VQ = ["--code_dim", "16", "--num_codes", "32", "--width", "32", "--depth", "1", "--attention_heads", "2"]
-
-
-def load_script(name: str):
-    """An example script as a module (its own directory on sys.path, as when it runs)."""
-    sys.path.insert(0, str(EXAMPLES))
-    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_script(name: str, args: list[str], cwd) -> subprocess.CompletedProcess:
@@ -153,9 +143,7 @@ def test_a_half_written_checkpoint_is_never_picked(tmp_path):
 def trained_tiny_vq(path, data_dir, motion_dim: int = 263):
     """A tiny VQ whose codebook was seeded from data (one training-mode forward), saved to `path`."""
     torch.manual_seed(0)
-    model = MoScaleVQModel(
-        MoScaleVQConfig(motion_dim=motion_dim, code_dim=16, num_codes=32, width=32, depth=1, attention_heads=2)
-    )
+    model = MoScaleVQModel(MoScaleVQConfig(**{**TINY_VQ_CONFIG, "motion_dim": motion_dim, "attention_heads": 2}))
     motions = torch.from_numpy(np.stack([np.load(p)[:40] for p in sorted((data_dir / "new_joint_vecs").iterdir())]))
     mean, std = np.load(data_dir / "Mean.npy"), np.load(data_dir / "Std.npy")
     motions = ((motions - torch.from_numpy(mean)) / torch.from_numpy(std)).float()[..., :motion_dim]
