@@ -706,7 +706,7 @@ def main(args: argparse.Namespace) -> dict:
     )
     losses: list[float] = []
     window = 0.0
-    start_time = time.time()
+    start_time, start_cpu = time.time(), time.process_time()
     transformer.train()
     text_encoder.train(args.train_text_encoder)
     while state.global_step < max_train_steps:
@@ -758,7 +758,12 @@ def main(args: argparse.Namespace) -> dict:
     progress.close()
     accelerator.wait_for_everyone()
 
-    summary: dict = {"steps": state.global_step, "train_seconds": round(time.time() - start_time, 1)}
+    summary: dict = {
+        "steps": state.global_step,
+        "train_seconds": round(time.time() - start_time, 1),
+        # CPU time of this process (all threads): less affected than wall time by other programs on a shared machine.
+        "train_cpu_seconds": round(time.process_time() - start_cpu, 1),
+    }
     summary["validation"] = run_validation()
     final_transformer = whole_model(accelerator, transformer)
     final_encoder = whole_model(accelerator, text_encoder) if args.train_text_encoder else text_encoder

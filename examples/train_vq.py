@@ -287,7 +287,7 @@ def main(args: argparse.Namespace) -> dict:
     )
     losses: list[float] = []
     window: dict[str, float] = {}
-    start_time = time.time()
+    start_time, start_cpu = time.time(), time.process_time()
     model.train()
     while state.global_step < max_train_steps:
         train_data.set_epoch(state.epoch)
@@ -329,7 +329,12 @@ def main(args: argparse.Namespace) -> dict:
     progress.close()
 
     accelerator.wait_for_everyone()
-    summary: dict = {"steps": state.global_step, "train_seconds": round(time.time() - start_time, 1)}
+    summary: dict = {
+        "steps": state.global_step,
+        "train_seconds": round(time.time() - start_time, 1),
+        # CPU time of this process (all threads): less affected than wall time by other programs on a shared machine.
+        "train_cpu_seconds": round(time.process_time() - start_cpu, 1),
+    }
     summary["validation"] = run_validation()
     vq_model = whole_model(accelerator, model)
     if accelerator.is_main_process:

@@ -445,3 +445,14 @@ def test_accelerate_config_files_are_valid():
     from moscale.models import modeling_moscale
 
     assert hasattr(modeling_moscale, fsdp["fsdp_transformer_layer_cls_to_wrap"])  # the block class FSDP wraps
+
+
+def test_gradient_accumulation_and_bf16_autocast(data_dir, tmp_path):
+    script = load_script("train_vq")
+    output = tmp_path / "vq"
+    args = vq_run_args(data_dir, output, 4, "--gradient_accumulation_steps", "2", "--mixed_precision", "bf16")
+    summary = script.main(script.parse_args(args))
+    assert summary["steps"] == 4 and all(np.isfinite(summary["losses"]))
+    # An optimizer step takes 2 batches of 4: an epoch of 24 items is 3 steps, so step 4 is the first of epoch 1.
+    epochs = {r["step"]: r["epoch"] for r in read_jsonl(output / "logs" / "train_vq.jsonl") if "loss" in r}
+    assert epochs == {1: 0, 2: 0, 3: 0, 4: 1}
