@@ -2,7 +2,7 @@
 
     python benchmarks/bench_sampling.py                      # paper + small config, batch 1 and 32, S=4 and S=18
     python benchmarks/bench_sampling.py --quick --json       # the headline fields in about a minute (see --quick)
-    python benchmarks/bench_sampling.py --compare-official ~/src/MoScale   # + the authors' generate(), same weights
+    python benchmarks/bench_sampling.py --compare_official ~/src/MoScale   # + the authors' generate(), same weights
 
 Models have random weights (perturbed so that sampling is not degenerate); the cost does not depend on them. Every
 motion is 196 frames; captions have random lengths. Settings that share a configuration, batch size and schedule
@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall time, or this process's CPU time (for a machine shared with other jobs; use one "
                         "thread, as several also count their spinning)")  # fmt: skip
-    parser.add_argument("--compare-official", dest="compare_official", type=Path, default=None, metavar="PATH",
+    parser.add_argument("--compare_official", "--compare-official", type=Path, default=None, metavar="PATH",
                         help="a checkout of github.com/zhiwei-zzz/MoScale: time its generate() too")  # fmt: skip
     parser.add_argument("--baseline", type=Path, default=None, metavar="PATH",
                         help="another checkout of this repository (e.g. the revision before a change): time its "

@@ -1,6 +1,6 @@
 """The authors' sampler (`MoScale.generate` from github.com/zhiwei-zzz/MoScale), built next to ours for timing.
 
-Used by `bench_sampling.py --compare-official PATH`, where PATH is a checkout of their repository (nothing of it is
+Used by `bench_sampling.py --compare_official PATH`, where PATH is a checkout of their repository (nothing of it is
 copied here). Their code needs three things this machine lacks, all supplied at run time and never written into
 either repository:
 
