@@ -1,6 +1,6 @@
 """KV-cached against uncached scale-by-scale sampling, as a ratio measured in one run.
 
-    python benchmarks/bench_sampling.py [--batch 1] [--repeats 5] [--device cpu]
+    python benchmarks/bench_sampling.py [--batch_size 1] [--repeats 5] [--device cpu]
 
 Paper-size models with random weights (the cost does not depend on the weights) and random text features, so only
 the transformer and the sampler are timed: 196 frames, refinement steps (1, 2, 5, 10), classifier-free guidance,
@@ -19,7 +19,7 @@ from moscale import MoScaleConfig, MoScaleForTextToMotion, MoScalePipeline, MoSc
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batch_size", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -29,8 +29,8 @@ def main() -> None:
     pipe.to(args.device)
     pipe.set_progress_bar_config(disable=True)
     config = pipe.transformer.config
-    states = torch.randn(args.batch, config.max_text_length, config.text_dim, device=args.device)
-    mask = torch.ones(args.batch, config.max_text_length, dtype=torch.long, device=args.device)
+    states = torch.randn(args.batch_size, config.max_text_length, config.text_dim, device=args.device)
+    mask = torch.ones(args.batch_size, config.max_text_length, dtype=torch.long, device=args.device)
 
     def sample(use_cache: bool) -> float:
         generator = torch.Generator(device=args.device).manual_seed(0)
@@ -49,7 +49,7 @@ def main() -> None:
     cached, uncached = statistics.median(seconds[True]), statistics.median(seconds[False])
     steps = tuple(pipe.scheduler.config.refinement_steps)
     print(
-        f"{args.batch} motion(s) of {config.max_motion_length} frames, refinement {steps}, "
+        f"{args.batch_size} motion(s) of {config.max_motion_length} frames, refinement {steps}, "
         f"CFG, {args.device} ({torch.get_num_threads()} threads), median of {args.repeats}:"
     )
     print(f"  KV cache {cached:.2f} s, no cache {uncached:.2f} s: the cache is {uncached / cached:.2f}x faster")

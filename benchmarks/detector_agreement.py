@@ -1,8 +1,8 @@
 """Agreement of the semantic detectors with the procedural dataset's ground truth.
 
-    python benchmarks/detector_agreement.py --num-clips 1000 --seed 0
-    python benchmarks/detector_agreement.py --folder DIR          # a folder written by python -m moscale.synthetic
-    python benchmarks/detector_agreement.py --num-clips 100 --jitter 0.005   # 5 mm of noise on every joint
+    python benchmarks/detector_agreement.py --num_clips 1000 --seed 0
+    python benchmarks/detector_agreement.py --data_dir DIR         # a folder written by python -m moscale.synthetic
+    python benchmarks/detector_agreement.py --num_clips 100 --jitter 0.005   # 5 mm of noise on every joint
 
 Each clip goes through the same path as a written dataset: generated joints -> `features_from_joints` ->
 `recover_from_ric` (the `new_joints` a model is trained on) -> `detect`. A clip agrees when the detected list of
@@ -94,17 +94,17 @@ def summarize(results: list[tuple[list[dict], dict]]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--num-clips", type=int, default=1000)
+    parser.add_argument("--num_clips", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--folder", help="read new_joints/ and semantics.jsonl of a written dataset instead")
+    parser.add_argument("--data_dir", help="read new_joints/ and semantics.jsonl of a written dataset instead")
     parser.add_argument("--jitter", type=float, default=0.0, help="noise (metres) added to generated joints")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args()
 
-    if args.folder:
-        lines = (Path(args.folder) / "semantics.jsonl").read_text(encoding="utf-8").splitlines()
-        tasks, worker = [(args.folder, json.loads(line)) for line in lines], _from_folder
+    if args.data_dir:
+        lines = (Path(args.data_dir) / "semantics.jsonl").read_text(encoding="utf-8").splitlines()
+        tasks, worker = [(args.data_dir, json.loads(line)) for line in lines], _from_folder
     else:
         tasks, worker = [(args.seed, index, args.jitter) for index in range(args.num_clips)], _generated
     with multiprocessing.get_context("fork").Pool(args.workers, _init_worker) as pool:

@@ -44,8 +44,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from training_utils import (
@@ -59,13 +58,15 @@ from training_utils import (
     load_split,
     load_statistics,
     loggable_config,
+    make_accelerator,
     parameter_groups,
     parse_args_with_presets,
     remove_incomplete_checkpoints,
     resolve_resume_checkpoint,
     save_checkpoint,
-    trackers,
+    shards_weights,
     warmup_cosine_lambda,
+    whole_model,
 )
 from transformers import AutoConfig, AutoModel, AutoTokenizer, T5Config, T5EncoderModel, T5Tokenizer
 
@@ -172,9 +173,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     text.add_argument("--train_text_encoder", action="store_true", help="Train a small T5 encoder from scratch.")
     text.add_argument(
-        "--tokenizer", help="Tokenizer folder or hub id (default: the text encoder's; with --train_text_encoder, "
-        "one built from the training captions)."
-    )  # fmt: skip
+        "--tokenizer",
+        help="Tokenizer folder or hub id (default: the encoder's; with --train_text_encoder, one built from the "
+        "training captions).",
+    )
     text.add_argument("--text_dim", type=int, default=None, help="Expected encoder width (checked; default: follow).")
     text.add_argument("--max_text_length", type=int, help="Text tokens per caption.")
     text.add_argument("--text_encoder_width", type=int, help="--train_text_encoder: d_model.")
@@ -542,14 +544,7 @@ def render_samples(pipeline: MoScalePipeline, dataset, count: int, folder: Path,
 # ----------------------------------------------------------------------------------------------------------- main
 def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=trackers(args, "train"),
-        project_config=ProjectConfiguration(
-            project_dir=str(args.output_dir), logging_dir=str(args.output_dir / "logs")
-        ),
-    )
+    accelerator = make_accelerator(args, "train")
     checkpoints_dir = args.output_dir / "checkpoints"
     resume_from = (
         resolve_resume_checkpoint(args.resume_from_checkpoint, checkpoints_dir) if args.resume_from_checkpoint else None
@@ -658,11 +653,11 @@ def main(args: argparse.Namespace) -> dict:
 
     frame_range = length_range(vq_model, data_format.min_length)
 
-    def current_pipeline(length_estimator=None) -> MoScalePipeline:
+    def current_pipeline(transformer_model, encoder_model, length_estimator=None) -> MoScalePipeline:
         pipeline = MoScalePipeline(
             vq_model=vq_model,
-            transformer=accelerator.unwrap_model(transformer),
-            text_encoder=accelerator.unwrap_model(text_encoder),
+            transformer=transformer_model,
+            text_encoder=encoder_model,
             tokenizer=tokenizer,
             length_estimator=length_estimator,
             motion_mean=mean,
@@ -675,7 +670,8 @@ def main(args: argparse.Namespace) -> dict:
         return pipeline
 
     def run_validation() -> dict[str, float]:
-        if validation_loader is None or not accelerator.is_main_process:
+        # Validation runs on the main process alone, which needs the whole model (not FSDP / ZeRO-3 shards).
+        if validation_loader is None or not accelerator.is_main_process or shards_weights(accelerator):
             return {}
         unwrapped = accelerator.unwrap_model(transformer)
         encoder = accelerator.unwrap_model(text_encoder)
@@ -691,10 +687,10 @@ def main(args: argparse.Namespace) -> dict:
         if args.num_validation_renders > 0:
             unwrapped.eval()
             folder = args.output_dir / "validation" / f"step_{state.global_step}"
+            pipeline = current_pipeline(unwrapped, encoder)
             render_samples(
-                current_pipeline(), validation_loader.dataset, args.num_validation_renders, folder, args.seed,
-                data_format.fps,
-            )  # fmt: skip
+                pipeline, validation_loader.dataset, args.num_validation_renders, folder, args.seed, data_format.fps
+            )
             unwrapped.train()
         encoder.train(args.train_text_encoder)
         accelerator.log(metrics, step=state.global_step)
@@ -710,14 +706,14 @@ def main(args: argparse.Namespace) -> dict:
     )
     losses: list[float] = []
     window = 0.0
-    start_time = time.time()
+    start_time, start_cpu = time.time(), time.process_time()
     transformer.train()
     text_encoder.train(args.train_text_encoder)
     while state.global_step < max_train_steps:
-        sampler.set_epoch(state.epoch)
         train_data.set_epoch(state.epoch)
         skip = state.batches_in_epoch
         loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+        loader.set_epoch(state.epoch)  # accelerate's loaders pass their own epoch count on to the sampler
         for batch in loader:
             with accelerator.accumulate(*trained):
                 with torch.no_grad():
@@ -762,10 +758,17 @@ def main(args: argparse.Namespace) -> dict:
     progress.close()
     accelerator.wait_for_everyone()
 
-    summary: dict = {"steps": state.global_step, "train_seconds": round(time.time() - start_time, 1)}
+    summary: dict = {
+        "steps": state.global_step,
+        "train_seconds": round(time.time() - start_time, 1),
+        # CPU time of this process (all threads): less affected than wall time by other programs on a shared machine.
+        "train_cpu_seconds": round(time.process_time() - start_cpu, 1),
+    }
     summary["validation"] = run_validation()
+    final_transformer = whole_model(accelerator, transformer)
+    final_encoder = whole_model(accelerator, text_encoder) if args.train_text_encoder else text_encoder
     if accelerator.is_main_process:
-        encoder = accelerator.unwrap_model(text_encoder).eval()
+        encoder = final_encoder.eval()
         length_estimator = None
         if args.length_estimator_steps > 0:
             if bank is None:  # a jointly trained encoder: its final features, computed once
@@ -785,8 +788,7 @@ def main(args: argparse.Namespace) -> dict:
                 accelerator.device,
             )
             summary["length_estimator_final_loss"] = float(np.mean(length_losses[-50:]))
-        pipeline = current_pipeline(length_estimator)
-        pipeline.transformer.eval()
+        pipeline = current_pipeline(final_transformer.eval(), encoder, length_estimator)
         pipeline.save_pretrained(args.output_dir)
         summary["losses"] = losses
         summary["final_loss"] = float(np.mean(losses[-50:])) if losses else None

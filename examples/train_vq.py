@@ -26,8 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from training_utils import (
@@ -40,12 +39,14 @@ from training_utils import (
     load_split,
     load_statistics,
     loggable_config,
+    make_accelerator,
     parse_args_with_presets,
     remove_incomplete_checkpoints,
     resolve_resume_checkpoint,
     save_checkpoint,
-    trackers,
+    shards_weights,
     warmup_multistep_lambda,
+    whole_model,
 )
 
 from moscale.models.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
@@ -192,14 +193,7 @@ def render_reconstructions(model, dataset, mean, std, count: int, folder: Path, 
 
 def main(args: argparse.Namespace) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    accelerator = Accelerator(
-        mixed_precision=args.mixed_precision,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        log_with=trackers(args, "train_vq"),
-        project_config=ProjectConfiguration(
-            project_dir=str(args.output_dir), logging_dir=str(args.output_dir / "logs")
-        ),
-    )
+    accelerator = make_accelerator(args, "train_vq")
     checkpoints_dir = args.output_dir / "checkpoints"
     resume_from = (
         resolve_resume_checkpoint(args.resume_from_checkpoint, checkpoints_dir) if args.resume_from_checkpoint else None
@@ -270,7 +264,8 @@ def main(args: argparse.Namespace) -> dict:
     )
 
     def run_validation() -> dict[str, float]:
-        if validation_loader is None or not accelerator.is_main_process:
+        # Validation runs on the main process alone, which needs the whole model (not FSDP / ZeRO-3 shards).
+        if validation_loader is None or not accelerator.is_main_process or shards_weights(accelerator):
             return {}
         unwrapped = accelerator.unwrap_model(model)
         metrics = validate(unwrapped, validation_loader, mean, std, skeleton.joints_num, args.max_validation_batches)
@@ -292,13 +287,13 @@ def main(args: argparse.Namespace) -> dict:
     )
     losses: list[float] = []
     window: dict[str, float] = {}
-    start_time = time.time()
+    start_time, start_cpu = time.time(), time.process_time()
     model.train()
     while state.global_step < max_train_steps:
-        sampler.set_epoch(state.epoch)
         train_data.set_epoch(state.epoch)
         skip = state.batches_in_epoch
         loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+        loader.set_epoch(state.epoch)  # accelerate's loaders pass their own epoch count on to the sampler
         for batch in loader:
             with accelerator.accumulate(model):
                 out = model(batch["motions"], batch["lengths"])
@@ -334,10 +329,15 @@ def main(args: argparse.Namespace) -> dict:
     progress.close()
 
     accelerator.wait_for_everyone()
-    summary: dict = {"steps": state.global_step, "train_seconds": round(time.time() - start_time, 1)}
+    summary: dict = {
+        "steps": state.global_step,
+        "train_seconds": round(time.time() - start_time, 1),
+        # CPU time of this process (all threads): less affected than wall time by other programs on a shared machine.
+        "train_cpu_seconds": round(time.process_time() - start_cpu, 1),
+    }
     summary["validation"] = run_validation()
+    vq_model = whole_model(accelerator, model)
     if accelerator.is_main_process:
-        vq_model = accelerator.unwrap_model(model)
         vq_model.save_pretrained(args.output_dir)
         summary["losses"] = losses
         summary["final_loss"] = losses[-1] if losses else None

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.tracking import GeneralTracker, on_main_process
-from accelerate.utils import is_tensorboard_available
+from accelerate.utils import DistributedType, ProjectConfiguration, is_tensorboard_available
 from datasets import Dataset
 
 from moscale.motion.data import (
@@ -322,6 +322,53 @@ def remove_incomplete_checkpoints(accelerator: Accelerator, checkpoints_dir: Pat
             logger.warning("Removing %s, a checkpoint that was never completed", path)
             shutil.rmtree(path)
     accelerator.wait_for_everyone()
+
+
+# ------------------------------------------------------------------------------------------------- accelerator
+def make_accelerator(args: argparse.Namespace, run_name: str) -> Accelerator:
+    """The run's `Accelerator`. Without a GPU (or other accelerator) it is built for the CPU, which is what makes
+    `torchrun --nproc_per_node N` start N cooperating CPU processes (gloo) instead of N independent runs."""
+    accelerator = Accelerator(
+        cpu=not torch.accelerator.is_available(),
+        mixed_precision=args.mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=trackers(args, run_name),
+        project_config=ProjectConfiguration(
+            project_dir=str(args.output_dir), logging_dir=str(args.output_dir / "logs")
+        ),
+    )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        raise RuntimeError(
+            f"the launcher started {launched} processes but accelerate sees {accelerator.num_processes}: each would "
+            "train alone. Launch with torchrun or `accelerate launch` with a matching config."
+        )
+    return accelerator
+
+
+def shards_weights(accelerator: Accelerator) -> bool:
+    """FSDP and DeepSpeed ZeRO-3 leave each process a shard of the weights (DDP and ZeRO-2 keep whole copies)."""
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    return (
+        accelerator.distributed_type == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3
+    )
+
+
+def whole_model(accelerator: Accelerator, prepared: torch.nn.Module) -> torch.nn.Module | None:
+    """The trained model with all of its weights, on the main process (None elsewhere); call it on every process.
+
+    The unwrapped model itself, or, when processes hold shards, a copy loaded from the gathered state dict.
+    """
+    if not shards_weights(accelerator):
+        return accelerator.unwrap_model(prepared) if accelerator.is_main_process else None
+    state_dict = accelerator.get_state_dict(prepared)  # a collective: every process takes part
+    if not accelerator.is_main_process:
+        return None
+    unwrapped = accelerator.unwrap_model(prepared)
+    model = type(unwrapped)(unwrapped.config)
+    model.load_state_dict(state_dict)
+    return model
 
 
 # ------------------------------------------------------------------------------------------------------- logging

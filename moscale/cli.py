@@ -1,11 +1,13 @@
 """The `moscale` command: text to motion files, plus the package's other command-line tools under one name.
 
-moscale generate PIPELINE "a person jumps twice" --out-dir outputs --formats npy,bvh,gif
-moscale convert --vq-checkpoint ... --output-dir DIR      (python -m moscale.models.convert_original_checkpoint)
-moscale bvh {import,export,build-dataset} ...             (python -m moscale.motion.bvh)
-moscale render ...                                        (python -m moscale.motion.render)
-moscale evaluate --pipeline ... --data_dir ...            (python -m moscale.evaluation.protocol)
-moscale demo --model PATH_OR_HUB_ID --port 7860           (python -m moscale.demo; pip install "moscale[demo]")
+moscale generate "a person jumps twice" [--model PATH_OR_HUB_ID] --output_dir outputs --formats npy,bvh,gif
+moscale convert --vq_checkpoint ... --output_dir DIR          (moscale.models.convert_original_checkpoint)
+moscale bvh {convert,export,build-dataset} ...                (moscale.motion.bvh_cli)
+moscale render MOTION.npy ... --output_path FILE.gif          (moscale.motion.render)
+moscale evaluate --model ... --data_dir ... --output_dir DIR  (moscale.evaluation.evaluate_cli)
+moscale demo --model PATH_OR_HUB_ID --port 7860               (moscale.demo; pip install "moscale[demo]")
+
+Every flag is spelled with underscores, as in diffusers' scripts.
 """
 
 from __future__ import annotations
@@ -49,9 +51,10 @@ def generate(args: argparse.Namespace) -> list[Path]:
     import torch
 
     from moscale.pipelines.pipeline_moscale import MoScalePipeline
+    from moscale.pretrained import bundled_pipeline_path
 
     prompts = args.prompt
-    pipe = MoScalePipeline.from_pretrained(args.pipeline)
+    pipe = MoScalePipeline.from_pretrained(args.model or bundled_pipeline_path())
     pipe.to(args.device)
     pipe.set_progress_bar_config(disable=args.quiet)
     generator = torch.Generator(device=args.device).manual_seed(args.seed)
@@ -69,13 +72,13 @@ def generate(args: argparse.Namespace) -> list[Path]:
             "only --formats npy is possible."
         )
 
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     written = []
     summary = []
     for index, (prompt, length) in enumerate(zip(prompts, out.lengths)):
         length = int(length)
-        stem = out_dir / _slug(prompt, index)
+        stem = output_dir / _slug(prompt, index)
         features = out.features[index, :length]
         joints = None if out.joints is None else out.joints[index, :length]
         if "npy" in args.formats:
@@ -95,9 +98,11 @@ def generate(args: argparse.Namespace) -> list[Path]:
 
                 written.append(render_animation(joints, f"{stem}.{suffix}", captions=prompt, fps=pipe.fps))
         summary.append({"prompt": prompt, "frames": length, "seconds": length / pipe.fps})
-    (out_dir / "prompts.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (output_dir / "prompts.json").write_text(json.dumps(summary, indent=2) + "\n")
+    model = args.model or "the bundled model (moscale/pretrained/moscale-procedural)"
+    print(f"{len(prompts)} motion(s) from {model}, {len(written)} file(s) in {output_dir}/:")
     for path in written:
-        print(path)
+        print(f"  {path}")
     return written
 
 
@@ -105,15 +110,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moscale", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    gen = commands.add_parser("generate", help="text to motion with a saved MoScalePipeline")
-    gen.add_argument("pipeline", help="a MoScalePipeline folder (save_pretrained) or a Hub id")
+    gen = commands.add_parser(
+        "generate",
+        help="text to motion files (GIF, BVH, .npy), on the bundled model or a saved MoScalePipeline",
+        description="Generate one motion per caption and write it as .npy features and joints, a BVH for Blender "
+        "and a GIF. Without --model the pipeline bundled with the package is used (trained on the procedural "
+        "dataset: see moscale/pretrained/moscale-procedural/README.md for what it can do).",
+    )
     gen.add_argument("prompt", nargs="+", help="one or more captions; each gives one motion")
-    gen.add_argument("--num-frames", type=int, default=None, help="frames per motion (multiple of 4, 40..196)")
     gen.add_argument(
-        "--guidance-scale", type=float, default=None, help="default: the pipeline scheduler's (5 for the paper's model)"
+        "--model", default=None, help="a MoScalePipeline folder (save_pretrained) or a Hub id; default: the bundled one"
     )
     gen.add_argument(
-        "--refinement-steps",
+        "--num_frames",
+        type=int,
+        default=None,
+        help="frames per motion (multiple of 4, 40..196 at 20 fps); default: the pipeline's length estimator",
+    )
+    gen.add_argument(
+        "--guidance_scale", type=float, default=None, help="default: the pipeline scheduler's (5 for the paper's model)"
+    )
+    gen.add_argument(
+        "--refinement_steps",
         type=int,
         nargs="+",
         default=None,
@@ -121,8 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--device", default="cpu")
-    gen.add_argument("--out-dir", default="outputs")
-    gen.add_argument("--formats", type=_formats, default=("npy", "gif"), help="comma list of npy,bvh,gif,mp4")
+    gen.add_argument("--output_dir", default="outputs", help="folder for the files (created)")
+    gen.add_argument(
+        "--formats",
+        type=_formats,
+        default=("npy", "bvh", "gif"),
+        help="comma list of npy,bvh,gif,mp4 (default npy,bvh,gif)",
+    )
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(handler=generate)
 

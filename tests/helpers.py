@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.shared_data import HUMANML3D_SAMPLE, SHARED_DATA
+from tests.shared_data import HUMANML3D_SAMPLE, ROOT, SHARED_DATA
 
 FEATURE_DIM = 263
 # (caption, tokens): a few distinct texts, so that a contrastive evaluator has something to learn.
@@ -144,6 +144,21 @@ def tiny_pipeline(
     return pipe
 
 
+def calm_pipeline():
+    """The tiny random pipeline (seed 1) with its decoder output rescaled so that decoded features have the data's
+    spread (std 0.3 in normalised units): generated joints are then in metres, and joint distances and frame steps
+    compare with a real clip's, although the motion means nothing."""
+    import torch
+
+    pipeline = tiny_pipeline(seed=1)
+    probe = pipeline("calibration", num_frames=196, output_type="latent", generator=torch.Generator().manual_seed(0))
+    decoded = pipeline.vq_model.decode(list(probe.tokens), torch.tensor([196]))
+    with torch.no_grad():
+        pipeline.vq_model.decoder.conv_out.weight.mul_(0.3 / decoded.std())
+        pipeline.vq_model.decoder.conv_out.bias.zero_()
+    return pipeline
+
+
 def save_tiny_t2m_files(root: Path, dataset_folder: str = "humanml3d", feature_dim: int = FEATURE_DIM):
     """A tiny random T2M evaluator saved as ``root/checkpoint_dir/<dataset_folder>/text_mot_match/model/finest.tar``
     and GloVe files for the fixture captions' words in ``root/glove``; returns the evaluator, words and vectors."""
@@ -214,3 +229,16 @@ def perfect_generator(rows, settings, repeat, noise=0.0):
         return motions + noise * noise_BND * inside
 
     return generate
+
+
+def load_script(name: str):
+    """The example script `examples/<name>.py` as a module (its own directory on sys.path, as when it runs)."""
+    import importlib.util
+    import sys
+
+    examples = ROOT / "examples"
+    sys.path.insert(0, str(examples))
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", examples / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,6 +1,8 @@
 """The `moscale` command: generate files from a saved pipeline, and hand other subcommands to their modules."""
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,21 +25,23 @@ def test_generate_writes_features_joints_bvh_and_gif(saved_pipeline, tmp_path, c
     cli.main(
         [
             "generate",
-            str(saved_pipeline),
             *prompts,
-            "--num-frames",
+            "--model",
+            str(saved_pipeline),
+            "--num_frames",
             "48",
             "--formats",
             "npy,bvh,gif",
-            "--out-dir",
+            "--output_dir",
             str(tmp_path),
             "--seed",
             "3",
             "--quiet",
         ]
     )
-    printed = capsys.readouterr().out.split()
-    assert len(printed) == 2 * 4
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"2 motion(s) from {saved_pipeline}, 8 file(s) in {tmp_path}/:"
+    assert len(printed) == 1 + 2 * 4 and all(Path(line.strip()).is_file() for line in printed[1:])
     summary = json.loads((tmp_path / "prompts.json").read_text())
     assert [item["prompt"] for item in summary] == prompts and all(item["frames"] == 48 for item in summary)
 
@@ -60,14 +64,14 @@ def test_generate_uses_the_transformers_own_refinement_schedule(tmp_path):
     # A three-scale model: the command must not impose the paper's four refinement counts.
     pipe = tiny_pipeline(scales=(4, 2, 1), sample_steps_per_scale=(1, 2, 3), min_num_frames=16)
     pipe.save_pretrained(tmp_path / "three_scales")
-    cli.main(["generate", str(tmp_path / "three_scales"), "a person walks", "--num-frames", "96", "--formats", "npy",
-              "--out-dir", str(tmp_path / "out"), "--quiet"])  # fmt: skip
+    cli.main(["generate", "a person walks", "--model", str(tmp_path / "three_scales"), "--num_frames", "96", "--formats", "npy",
+              "--output_dir", str(tmp_path / "out"), "--quiet"])  # fmt: skip
     assert np.load(tmp_path / "out" / "00_a_person_walks_features.npy").shape[0] == 96
 
 
 def test_bad_format_is_refused(saved_pipeline, capsys):
     with pytest.raises(SystemExit):
-        cli.main(["generate", str(saved_pipeline), "a person walks", "--formats", "npy,fbx"])
+        cli.main(["generate", "a person walks", "--model", str(saved_pipeline), "--formats", "npy,fbx"])
     assert "unknown output format(s) ['fbx']" in capsys.readouterr().err
 
 
@@ -75,13 +79,31 @@ def test_subcommands_reach_their_modules(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["convert", "--help"])
     assert exit_info.value.code == 0
-    assert "--vq-checkpoint" in capsys.readouterr().out
+    help_text = capsys.readouterr().out
+    assert "usage: moscale convert" in help_text and "--vq_checkpoint" in help_text
     with pytest.raises(SystemExit):
         cli.main(["render", "--help"])
-    assert "moscale.motion.render" in capsys.readouterr().out
+    assert "usage: moscale render" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli.main(["evaluate", "--help"])
     assert "usage: moscale evaluate" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["bvh", "--help"])
+    assert "usage: moscale bvh" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["bvh", "build-dataset", "--help"])
+    assert "usage: moscale bvh build-dataset" in capsys.readouterr().out
+
+
+def test_every_flag_is_spelled_with_underscores(capsys):
+    """One spelling per flag across the commands: diffusers' --output_dir, --num_frames, ..."""
+    commands = [["generate"], ["convert"], ["render"], ["evaluate"], ["bvh", "convert"], ["bvh", "export"]]
+    commands.append(["bvh", "build-dataset"])
+    for command in commands:
+        with pytest.raises(SystemExit):
+            cli.main([*command, "--help"])
+        flags = re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", capsys.readouterr().out)
+        assert flags and not [flag for flag in flags if "-" in flag[2:]], (command, flags)
 
 
 NAN_BVH = """HIERARCHY
@@ -125,12 +147,14 @@ def test_an_error_is_one_line_with_exit_status_2_and_writes_nothing(tmp_path, ca
 def test_generate_errors_are_one_line(saved_pipeline, tmp_path, capsys):
     missing = tmp_path / "no_such_pipeline"
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["generate", str(missing), "a person walks", "--quiet"])
+        cli.main(["generate", "a person walks", "--model", str(missing), "--quiet"])
     assert exit_info.value.code == 2
-    line = _one_error_line(capsys)
-    assert line.startswith("moscale generate: error: ") and str(missing) in line
+    assert _one_error_line(capsys) == (
+        f"moscale generate: error: MoScalePipeline.from_pretrained: the folder {missing} does not exist (and it is "
+        "not a Hugging Face Hub id); pass the folder that save_pretrained wrote (--debug shows the traceback)\n"
+    )
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["generate", str(saved_pipeline), "a person walks", "  ", "--quiet"])
+        cli.main(["generate", "a person walks", "  ", "--model", str(saved_pipeline), "--quiet"])
     assert exit_info.value.code == 2
     assert "moscale generate: error: prompt 1 is '  '" in _one_error_line(capsys)
 

@@ -27,7 +27,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from moscale.motion.bvh import read_bvh
 from moscale.motion.retarget import load_bvh_joints
-from tests.pipelines.test_pipeline_editing import calm_pipeline
+from tests.helpers import calm_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER_START_S = 300

@@ -17,9 +17,8 @@ from moscale.evaluation.contrastive_evaluator import (
 from moscale.models.modeling_moscale import MoScaleConfig
 from moscale.models.modeling_moscale_vq import PAD_ID, MoScaleVQConfig, MoScaleVQModel
 from moscale.synthetic import write_dataset
-from tests.helpers import TINY_T5_CONFIG, TINY_VQ_CONFIG
+from tests.helpers import TINY_T5_CONFIG, TINY_VQ_CONFIG, load_script
 from tests.shared_data import SHARED_DATA
-from tests.test_examples_training import load_script
 
 TINY_MODEL = [
     "--hidden_size", "32", "--num_layers", "1", "--num_attention_heads", "2",
@@ -81,7 +80,7 @@ def test_every_variant_trains_and_evaluates(workspace):
         assert all(0 <= value <= 1 for value in result["semantic"]["overall"].values())
         assert np.isfinite(result["evaluator"]["fid"]) and 0 <= result["evaluator"]["r_precision_top1"] <= 1
         assert 0 <= result["plausibility"]["plausible_fraction"] <= 1
-        assert result["train_seconds"] > 0 and np.isfinite(result["final_loss"])
+        assert result["train_seconds"] >= 0 and np.isfinite(result["final_loss"])
     # TR is a sampling setting: both rows of one gamma come from one trained model, sampled differently.
     base = json.loads((output / "results" / "moscale_gamma_0__steps_1-1-1-1__seed_0.json").read_text())
     refined = json.loads((output / "results" / "moscale_gamma_0__steps_1-2-1-2__seed_0.json").read_text())

@@ -2,7 +2,6 @@
 diffusers tests its examples (and in-process where a run stops before training, which spares an interpreter)."""
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,21 +12,12 @@ import pytest
 import torch
 
 from moscale.models.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
-from tests.helpers import make_motion_folder
+from tests.helpers import TINY_VQ_CONFIG, load_script, make_motion_folder
 from tests.shared_data import ROOT
 
 EXAMPLES = ROOT / "examples"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 TINY_VQ = ["--code_dim", "16", "--num_codes", "32", "--width", "32", "--depth", "1", "--attention_heads", "2"]
-
-
-def load_script(name: str):
-    """An example script as a module (its own directory on sys.path, as when it runs)."""
-    sys.path.insert(0, str(EXAMPLES))
-    spec = importlib.util.spec_from_file_location(f"examples_{name}", EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run_script(name: str, args: list[str], cwd) -> subprocess.CompletedProcess:
@@ -153,9 +143,7 @@ def test_a_half_written_checkpoint_is_never_picked(tmp_path):
 def trained_tiny_vq(path, data_dir, motion_dim: int = 263):
     """A tiny VQ whose codebook was seeded from data (one training-mode forward), saved to `path`."""
     torch.manual_seed(0)
-    model = MoScaleVQModel(
-        MoScaleVQConfig(motion_dim=motion_dim, code_dim=16, num_codes=32, width=32, depth=1, attention_heads=2)
-    )
+    model = MoScaleVQModel(MoScaleVQConfig(**{**TINY_VQ_CONFIG, "motion_dim": motion_dim, "attention_heads": 2}))
     motions = torch.from_numpy(np.stack([np.load(p)[:40] for p in sorted((data_dir / "new_joint_vecs").iterdir())]))
     mean, std = np.load(data_dir / "Mean.npy"), np.load(data_dir / "Std.npy")
     motions = ((motions - torch.from_numpy(mean)) / torch.from_numpy(std)).float()[..., :motion_dim]
@@ -312,3 +300,159 @@ def test_train_refuses_bad_input_before_training(data_dir, vq_dir, tmp_path):
         "not a checkpoint folder",
     )
     assert not (tmp_path / "out" / "checkpoints").exists()
+
+
+# ------------------------------------------------------------------------------------ distributed, resume, faults
+# Runs train_vq.py with hooks that record what each process saw and held, then starts the script's main().
+RECORDING_LAUNCHER = """
+import json, os, sys, time
+from pathlib import Path
+import torch
+
+examples, record_dir, pause_at = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+sys.argv = [str(examples / "train_vq.py"), *sys.argv[4:]]
+sys.path.insert(0, str(examples))
+import training_utils
+from accelerate import Accelerator
+
+rank = int(os.environ.get("RANK", "0"))
+seen = []
+original_getitems = training_utils.SeededMotionDataset.__getitems__
+
+def recording_getitems(self, indices):
+    if self.random:  # training batches only
+        seen.append([int(i) for i in indices])
+    return original_getitems(self, indices)
+
+original_save_state = Accelerator.save_state
+
+def pausing_save_state(self, output_dir=None, **kwargs):
+    # From step `pause_at` on, a save writes one file and stops there, as a save cut short by a kill would.
+    if pause_at and int(str(output_dir).rsplit("_", 1)[-1]) >= pause_at:
+        Path(output_dir).mkdir(parents=True)
+        (Path(output_dir) / "model.safetensors").write_bytes(b"partial")
+        (record_dir / "saving").write_text("")
+        time.sleep(600)
+    return original_save_state(self, output_dir, **kwargs)
+
+original_end_training = Accelerator.end_training
+
+def recording_end_training(self):
+    model = self.unwrap_model(self._models[0])
+    torch.save({k: v.clone() for k, v in model.state_dict().items()}, record_dir / f"weights_{rank}.pt")
+    (record_dir / f"seen_{rank}.json").write_text(json.dumps({"world_size": self.num_processes, "batches": seen}))
+    original_end_training(self)
+
+training_utils.SeededMotionDataset.__getitems__ = recording_getitems
+Accelerator.save_state = pausing_save_state
+Accelerator.end_training = recording_end_training
+import train_vq
+train_vq.main(train_vq.parse_args())
+"""
+
+
+def vq_run_args(data_dir, output, steps: int, *extra: str) -> list[str]:
+    return [
+        "--data_dir", str(data_dir), "--output_dir", str(output), "--cache_dir", str(output.parent / "cache"),
+        "--train_batch_size", "4", "--lr_warmup_steps", "1", *TINY_VQ, "--validation_split", "",
+        "--checkpointing_steps", "2", "--logging_steps", "1", "--report_to", "none", "--max_train_steps", str(steps),
+        *extra,
+    ]  # fmt: skip
+
+
+def test_torchrun_two_cpu_processes_share_the_work_and_the_weights(data_dir, tmp_path):
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(RECORDING_LAUNCHER)
+    command = ["torchrun", "--standalone", "--nproc_per_node", "2", str(launcher), str(EXAMPLES), str(tmp_path), "0"]
+    result = subprocess.run(
+        [*command, *vq_run_args(data_dir, tmp_path / "vq", 3)], env=ENV, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"seen_{rank}.json").read_text()) for rank in (0, 1)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert [len(r["batches"]) for r in ranks] == [3, 3]
+    seen_0, seen_1 = ({i for batch in r["batches"] for i in batch} for r in ranks)
+    # 24 items in batches of 4: an epoch has 3 steps per process, each process its own 12 items.
+    assert len(seen_0) == len(seen_1) == 12 and not seen_0 & seen_1
+    weights_0, weights_1 = (torch.load(tmp_path / f"weights_{rank}.pt") for rank in (0, 1))
+    assert weights_0.keys() == weights_1.keys()
+    for name in weights_0:  # parameters by DDP, the EMA codebook by its all-reduced statistics
+        assert torch.equal(weights_0[name], weights_1[name]), name
+    summary = json.loads((tmp_path / "vq" / "training_summary.json").read_text())
+    assert summary["steps"] == 3
+
+
+def test_resume_gives_the_same_batches_and_losses_as_an_uninterrupted_run(data_dir, tmp_path):
+    script = load_script("train_vq")
+    full = script.main(script.parse_args(vq_run_args(data_dir, tmp_path / "full", 8)))
+    # Stop at the end of an epoch (step 6: 24 items in batches of 4) and inside one (step 2), then resume.
+    for stop in (2, 6):
+        output = tmp_path / f"stopped_{stop}"
+        first = script.main(script.parse_args(vq_run_args(data_dir, output, stop)))
+        rest = script.main(script.parse_args(vq_run_args(data_dir, output, 8, "--resume_from_checkpoint", "latest")))
+        assert first["losses"] + rest["losses"] == full["losses"], stop
+    resumed = MoScaleVQModel.from_pretrained(tmp_path / "stopped_6").state_dict()
+    for name, value in MoScaleVQModel.from_pretrained(tmp_path / "full").state_dict().items():
+        assert torch.equal(value, resumed[name]), name
+
+
+def test_sigkill_while_saving_loses_only_the_steps_since_the_last_complete_checkpoint(data_dir, tmp_path):
+    import signal
+    import time
+
+    launcher = tmp_path / "launcher.py"
+    launcher.write_text(RECORDING_LAUNCHER)
+    output = tmp_path / "vq"
+    # The save at step 4 stops after one file; the process is then killed for real.
+    process = subprocess.Popen(
+        [sys.executable, str(launcher), str(EXAMPLES), str(tmp_path), "4", *vq_run_args(data_dir, output, 6)],
+        env=ENV,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 600
+    while not (tmp_path / "saving").exists():
+        assert process.poll() is None and time.time() < deadline, "the run ended before its save at step 4"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    checkpoints = output / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == [".incomplete_checkpoint_4", "checkpoint_2"]
+
+    script = load_script("train_vq")
+    resumed = script.main(script.parse_args(vq_run_args(data_dir, output, 6, "--resume_from_checkpoint", "latest")))
+    assert resumed["steps"] == 6 and len(resumed["losses"]) == 4  # steps 3..6: only steps 3 and 4 were lost
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint_4", "checkpoint_6"]
+    full = script.main(script.parse_args(vq_run_args(data_dir, tmp_path / "full", 6)))
+    assert resumed["losses"] == full["losses"][2:]
+
+
+def test_accelerate_config_files_are_valid():
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    kinds = {
+        path.name: ClusterConfig.from_yaml_file(path).distributed_type.value
+        for path in sorted((EXAMPLES / "configs").glob("*.yaml"))
+    }
+    assert kinds == {
+        "deepspeed_zero2.yaml": "DEEPSPEED",
+        "fsdp.yaml": "FSDP",
+        "multi_gpu.yaml": "MULTI_GPU",
+        "multi_node.yaml": "MULTI_GPU",
+    }
+    fsdp = ClusterConfig.from_yaml_file(EXAMPLES / "configs" / "fsdp.yaml").fsdp_config
+    from moscale.models import modeling_moscale
+
+    assert hasattr(modeling_moscale, fsdp["fsdp_transformer_layer_cls_to_wrap"])  # the block class FSDP wraps
+
+
+def test_gradient_accumulation_and_bf16_autocast(data_dir, tmp_path):
+    script = load_script("train_vq")
+    output = tmp_path / "vq"
+    args = vq_run_args(data_dir, output, 4, "--gradient_accumulation_steps", "2", "--mixed_precision", "bf16")
+    summary = script.main(script.parse_args(args))
+    assert summary["steps"] == 4 and all(np.isfinite(summary["losses"]))
+    # An optimizer step takes 2 batches of 4: an epoch of 24 items is 3 steps, so step 4 is the first of epoch 1.
+    epochs = {r["step"]: r["epoch"] for r in read_jsonl(output / "logs" / "train_vq.jsonl") if "loss" in r}
+    assert epochs == {1: 0, 2: 0, 3: 0, 4: 1}

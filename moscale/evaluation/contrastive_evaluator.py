@@ -38,7 +38,7 @@ from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedMode
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from moscale.models.config_validation import check_fields, integer, number, probability, sequence, text
+from moscale.models.config_validation import check_fields, integer, number, probability, sequence, string
 from moscale.models.loading import ExplainedLoadingMixin
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def build_vocabulary(captions: Iterable[str], min_count: int = 1, max_size: int 
 
 _CONFIG_RULES = {
     "feature_dim": integer(at_least=1),
-    "vocabulary": sequence(text()),
+    "vocabulary": sequence(string()),
     "max_text_length": integer(at_least=1),
     "max_motion_length": integer(at_least=1),
     "hidden_size": integer(at_least=1),

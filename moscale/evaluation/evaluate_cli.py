@@ -1,7 +1,7 @@
 """`moscale evaluate`: the paper's evaluation protocol (`moscale.evaluation.protocol`) for a MoScale pipeline on a
 HumanML3D-layout test split.
 
-    moscale evaluate --pipeline path/to/pipeline --data_dir data/HumanML3D \
+    moscale evaluate --model path/to/pipeline --data_dir data/HumanML3D \
         --evaluator t2m --evaluator_path checkpoint_dir --glove_path glove --output_dir eval/moscale
 
 It is expensive, so it runs unchanged on several processes (`torchrun --nproc_per_node N examples/evaluate.py ...`
@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="moscale evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--pipeline",
+        "--model",
         required=True,
         help="A MoScalePipeline folder or Hub id, or the output folder of moscale.models.convert_original_checkpoint.",
     )
@@ -115,7 +115,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     with accelerator.main_process_first():
         rows = load_motion_dataset(args.data_dir, args.split, args.dataset_format, cache_dir=args.cache_dir)
     rows = rows.with_format("numpy", columns=["motion"], output_all_columns=True)
-    pipeline = load_pipeline(args.pipeline, dtype, args.dataset_format, args.text_encoder).to(accelerator.device)
+    pipeline = load_pipeline(args.model, dtype, args.dataset_format, args.text_encoder).to(accelerator.device)
     pipeline.set_progress_bar_config(disable=True)
     allow_evaluation_lengths(pipeline, int(min(rows["length"])))
     settings = ProtocolSettings(
@@ -158,7 +158,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     summary = summarize(repeats)
     results = {
-        "pipeline": str(args.pipeline),
+        "pipeline": str(args.model),
         "data_dir": str(args.data_dir),
         "split": args.split,
         "dataset_format": args.dataset_format,

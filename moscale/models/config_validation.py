@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -74,7 +75,7 @@ def boolean() -> Rule:
     return Rule("true or false", lambda value: isinstance(value, bool))
 
 
-def text() -> Rule:
+def string() -> Rule:
     return Rule("a string", lambda value: isinstance(value, str))
 
 
@@ -101,11 +102,13 @@ def optional(rule: Rule) -> Rule:
     )
 
 
-def check_fields(owner: str, values: Mapping[str, object], rules: Mapping[str, Rule]) -> None:
+def check_fields(
+    owner: str, values: Mapping[str, object], rules: Mapping[str, Rule], saved_in: str = "config.json"
+) -> None:
     """Refuse the first of `values` (a config's `__init__` arguments) that breaks its rule in `rules`.
 
-    `owner` names the config class in the message; the message also says where such a value comes from, since a
-    config is most often built from a saved config.json.
+    `owner` names the config class in the message; `saved_in` is the file such values are loaded from (a config is
+    most often built from a saved one), which the message names too.
     """
     for name, rule in rules.items():
         value = values[name]
@@ -113,6 +116,6 @@ def check_fields(owner: str, values: Mapping[str, object], rules: Mapping[str, R
             continue
         error = TypeError if not rule.has_type(value) else ValueError
         raise error(
-            f"{owner}: {name} must be {rule.expected}, got {value!r} ({type(value).__name__}); "
-            "correct it in the config.json it was loaded from, or in the argument passed"
+            f"{owner}: {name} must be {rule.expected}, got {reprlib.repr(value)} ({type(value).__name__}); "
+            f"correct it in the {saved_in} it was loaded from, or in the argument passed"
         )

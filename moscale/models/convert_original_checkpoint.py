@@ -5,12 +5,12 @@ authors' evaluation we also accept the entry name 'model') and `{'moscale': stat
 transformer, and the YAML files next to them (`train_hrvqvae.yaml`, `train_moscale.yaml`). Outputs are
 `OUTPUT_DIR/vq_model` ([`MoScaleVQModel`]) and `OUTPUT_DIR/transformer` ([`MoScaleForTextToMotion`]).
 
-    python -m moscale.models.convert_original_checkpoint \\
-        --vq-checkpoint checkpoint_dir/humanml3d/hrvqvae/hrvqvae/model/net_best_fid.tar \\
-        --vq-config checkpoint_dir/humanml3d/hrvqvae/hrvqvae/train_hrvqvae.yaml \\
-        --transformer-checkpoint checkpoint_dir/humanml3d/moscale/moscale/model/net_best_fid.tar \\
-        --transformer-config checkpoint_dir/humanml3d/moscale/moscale/train_moscale.yaml \\
-        --output-dir converted/moscale-humanml3d
+    moscale convert \\
+        --vq_checkpoint checkpoint_dir/humanml3d/hrvqvae/hrvqvae/model/net_best_fid.tar \\
+        --vq_config checkpoint_dir/humanml3d/hrvqvae/hrvqvae/train_hrvqvae.yaml \\
+        --transformer_checkpoint checkpoint_dir/humanml3d/moscale/moscale/model/net_best_fid.tar \\
+        --transformer_config checkpoint_dir/humanml3d/moscale/moscale/train_moscale.yaml \\
+        --output_dir converted/moscale-humanml3d
 
 Every checkpoint tensor must be consumed and every model tensor filled: an unknown or missing key, or a shape
 mismatch, is an error that names the key.
@@ -382,19 +382,19 @@ def convert_original_checkpoint(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m moscale.models.convert_original_checkpoint",
+        prog="moscale convert",
         description=(
             "Convert the authors' MoScale checkpoints (.tar + YAML) into Hugging Face save_pretrained folders: "
             "OUTPUT_DIR/vq_model (MoScaleVQModel) and OUTPUT_DIR/transformer (MoScaleForTextToMotion)."
         ),
     )
-    parser.add_argument("--vq-checkpoint", required=True, help="tokenizer .tar (e.g. hrvqvae/model/net_best_fid.tar)")
-    parser.add_argument("--vq-config", required=True, help="the tokenizer's train_hrvqvae.yaml")
+    parser.add_argument("--vq_checkpoint", required=True, help="tokenizer .tar (e.g. hrvqvae/model/net_best_fid.tar)")
+    parser.add_argument("--vq_config", required=True, help="the tokenizer's train_hrvqvae.yaml")
     parser.add_argument(
-        "--transformer-checkpoint", required=True, help="transformer .tar (moscale/model/net_best_fid.tar)"
+        "--transformer_checkpoint", required=True, help="transformer .tar (moscale/model/net_best_fid.tar)"
     )
-    parser.add_argument("--transformer-config", required=True, help="the transformer's train_moscale.yaml")
-    parser.add_argument("--output-dir", required=True, help="writes OUTPUT_DIR/vq_model and OUTPUT_DIR/transformer")
+    parser.add_argument("--transformer_config", required=True, help="the transformer's train_moscale.yaml")
+    parser.add_argument("--output_dir", required=True, help="writes OUTPUT_DIR/vq_model and OUTPUT_DIR/transformer")
     args = parser.parse_args(argv)
     try:
         convert_original_checkpoint(

@@ -36,7 +36,7 @@ from moscale.models.config_validation import (
     optional,
     probability,
     sequence,
-    text,
+    string,
 )
 from moscale.models.loading import ExplainedLoadingMixin
 from moscale.models.modeling_moscale_vq import PAD_ID
@@ -71,7 +71,7 @@ _CONFIG_RULES = {
     "guidance_scale": number(),
     "guidance_decay": number(),
     "sample_steps_per_scale": sequence(integer(at_least=1)),
-    "text_encoder_name": text(),
+    "text_encoder_name": string(),
 }
 
 

@@ -539,8 +539,15 @@ class MultiScaleQuantizer(nn.Module):
         """EMA of per-code sums and counts; codes whose EMA count fell below 1 are reset to batch vectors."""
         onehot_VR = F.one_hot(idx_R, self.num_codes).to(x_RC.dtype).t()
         replacement_VC = self._random_rows(x_RC)
-        self.code_sum.mul_(self.ema_decay).add_((1 - self.ema_decay) * (onehot_VR @ x_RC))
-        self.code_count.mul_(self.ema_decay).add_((1 - self.ema_decay) * onehot_VR.sum(-1))
+        sums_VC, counts_V = onehot_VR @ x_RC, onehot_VR.sum(-1)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Data-parallel training: the statistics of every process's batch, as one large batch would give, and
+            # rank 0's replacement rows, so that every process keeps the same codebook.
+            torch.distributed.all_reduce(sums_VC)
+            torch.distributed.all_reduce(counts_V)
+            torch.distributed.broadcast(replacement_VC, src=0)
+        self.code_sum.mul_(self.ema_decay).add_((1 - self.ema_decay) * sums_VC)
+        self.code_count.mul_(self.ema_decay).add_((1 - self.ema_decay) * counts_V)
         updated_VC = self.code_sum / self.code_count[:, None]
         # Dead-code reset only when the batch has enough vectors to draw replacements from (authors' rule: > 5K).
         if x_RC.shape[0] > 5 * self.num_codes:

@@ -30,7 +30,7 @@ def _add_import_options(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="metres per file unit (0.01 for centimetres) or 'auto' (HumanML3D leg length)",
     )
-    parser.add_argument("--up-axis", default="auto", help="the file's up axis: y, z, -z, ... or auto")
+    parser.add_argument("--up_axis", default="auto", help="the file's up axis: y, z, -z, ... or auto")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,14 +48,14 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("motion", help=".npy of joints (T, 22, 3) or un-normalised features (T, 263)")
     export.add_argument("output", help=".bvh file to write")
     export.add_argument("--fps", type=float, default=20.0)
-    export.add_argument("--units-per-metre", type=float, default=1.0, help="100 for centimetre rigs")
+    export.add_argument("--units_per_metre", type=float, default=1.0, help="100 for centimetre rigs")
 
     build = commands.add_parser("build-dataset", help="BVH files + captions -> HumanML3D-layout folder")
     build.add_argument("bvh", nargs="+", help="BVH files and/or folders of them")
     build.add_argument("--captions", required=True, help="tab-separated: name, caption[, start, end]")
-    build.add_argument("--out", required=True, help="output folder")
-    build.add_argument("--val-fraction", type=float, default=0.0)
-    build.add_argument("--test-fraction", type=float, default=0.0)
+    build.add_argument("--output_dir", required=True, help="output folder")
+    build.add_argument("--val_fraction", type=float, default=0.0)
+    build.add_argument("--test_fraction", type=float, default=0.0)
     build.add_argument("--seed", type=int, default=0)
     _add_import_options(build)
 
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         splits = build_dataset(
             args.bvh,
             args.captions,
-            args.out,
+            args.output_dir,
             args.val_fraction,
             args.test_fraction,
             args.seed,
@@ -85,10 +85,10 @@ def main(argv: list[str] | None = None) -> None:
             up_axis=args.up_axis,
         )
         print(
-            f"wrote {args.out}: {len(splits['train'])} train, {len(splits['val'])} val, "
+            f"wrote {args.output_dir}: {len(splits['train'])} train, {len(splits['val'])} val, "
             f"{len(splits['test'])} test clips"
         )
-        skipped = skipped_captions(args.out, read_caption_table(args.captions))
+        skipped = skipped_captions(args.output_dir, read_caption_table(args.captions))
         if skipped:
             print(
                 "note: HumanML3D loaders keep motions of 40 to 199 frames (2 to 10 s) and skip a longer or shorter "

@@ -2,13 +2,13 @@
 
     from moscale.motion.render import render_animation, render_keyframes
     render_animation([joints_a, joints_b], "compare.gif", captions=["generated", "ground truth"])
-    render_keyframes(joints, "strip.png", caption="a person waves", num_keyframes=6)
+    render_keyframes(joints, "strip.png", captions="a person waves", num_keyframes=6)
 
 Motions are joint positions (T, J, 3), y up (HumanML3D: 22 joints, metres, 20 fps; KIT-ML: 21 joints), or
 un-normalised features (T, 263) / (T, 251), which are turned into joints with `recover_from_ric`. Each motion
 gets its own panel with the same camera: the skeleton (left side blue, right side red), the ground plane, and the
 root's path on the ground (the part already walked drawn solid). Command line:
-`python -m moscale.motion.render MOTION.npy [MORE.npy ...] --out FILE.{gif,mp4,png} [--caption TEXT ...]`.
+`moscale render MOTION.npy [MORE.npy ...] --output_path FILE.{gif,mp4,png} [--caption TEXT ...]`.
 """
 
 from __future__ import annotations
@@ -251,24 +251,24 @@ def render_keyframes(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m moscale.motion.render`: .npy motions -> a GIF, MP4 or key-frame PNG."""
-    parser = argparse.ArgumentParser(prog="python -m moscale.motion.render", description=__doc__.split("\n\n")[0])
+    """`moscale render`: .npy motions -> a GIF, MP4 or key-frame PNG."""
+    parser = argparse.ArgumentParser(prog="moscale render", description=__doc__.split("\n\n")[0])
     parser.add_argument("motions", nargs="+", help=".npy joints (T, 22, 3) or un-normalised features (T, 263)")
-    parser.add_argument("--out", required=True, help="output .gif, .mp4 or .png (key frames)")
+    parser.add_argument("--output_path", required=True, help="output .gif, .mp4 or .png (key frames)")
     parser.add_argument("--caption", action="append", default=None, help="one per motion, in order")
     parser.add_argument("--fps", type=float, default=20.0)
     parser.add_argument("--keyframes", type=int, default=5, help="poses per row of a .png strip")
-    parser.add_argument("--panel-size", type=float, default=None, help="inches per panel")
+    parser.add_argument("--panel_size", type=float, default=None, help="inches per panel")
     parser.add_argument("--dpi", type=int, default=None, help="pixels per inch")
     parser.add_argument("--step", type=int, default=1, help="animate every n-th frame (smaller GIF files)")
     args = parser.parse_args(argv)
     motions = [np.load(path) for path in args.motions]
     size = {k: v for k, v in (("panel_size", args.panel_size), ("dpi", args.dpi)) if v is not None}
-    if Path(args.out).suffix.lower() == ".png":
-        render_keyframes(motions, args.out, args.caption, args.keyframes, args.fps, **size)
+    if Path(args.output_path).suffix.lower() == ".png":
+        render_keyframes(motions, args.output_path, args.caption, args.keyframes, args.fps, **size)
     else:
-        render_animation(motions, args.out, args.caption, args.fps, step=args.step, **size)
-    print(f"wrote {args.out}")
+        render_animation(motions, args.output_path, args.caption, args.fps, step=args.step, **size)
+    print(f"wrote {args.output_path}")
 
 
 if __name__ == "__main__":

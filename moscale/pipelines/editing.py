@@ -178,16 +178,31 @@ def _check_edit_mask(edit_mask, num_prompts: int, frames: int, device: torch.dev
             f"edit_mask must have one entry per target frame: shape ({frames},) or ({num_prompts}, {frames}) "
             f"for num_frames={frames}, got {tuple(mask.shape)}"
         )
+    # Cast to bool, 0.3 would mean "regenerate": only a mask that is boolean already, or all 0 and 1, is one.
+    if mask.dtype != torch.bool and not bool(((mask == 0) | (mask == 1)).all()):
+        others = mask[(mask != 0) & (mask != 1)].unique()[:4].tolist()
+        raise ValueError(
+            f"edit_mask must be booleans (True = regenerate the frame) or 0/1 values, got {mask.dtype} values such "
+            f"as {others}; threshold it yourself, e.g. edit_mask > 0.5"
+        )
     return mask.bool()
+
+
+def _is_pair(span) -> bool:
+    return isinstance(span, Sequence) and not isinstance(span, str) and len(span) == 2
 
 
 def spans_to_mask(spans, frames: int, fps: float, device) -> torch.BoolTensor:
     """[(start_s, end_s or None), ...] in seconds -> (frames,) regenerate mask."""
     mask = torch.zeros(frames, dtype=torch.bool, device=device)
     duration = frames / fps
+    spans = spans.tolist() if isinstance(spans, np.ndarray) else spans
+    if isinstance(spans, str) or not isinstance(spans, Sequence) or not all(map(_is_pair, spans)):
+        raise ValueError(
+            "edit_spans must be a list of (start_seconds, end_seconds or None) pairs, e.g. [(1.0, 2.5)] for one "
+            f"span, got {spans!r}"
+        )
     for span in spans:
-        if len(span) != 2:
-            raise ValueError(f"each edit span is (start_seconds, end_seconds or None), got {span}")
         start, end = float(span[0]), duration if span[1] is None else float(span[1])
         if not 0 <= start < end <= duration + 1e-6:
             raise ValueError(f"edit span {span} must satisfy 0 <= start < end <= {duration:g} s (the target length)")
@@ -205,9 +220,9 @@ def generate_long(
     **kwargs,
 ) -> MoScalePipelineOutput:
     """See [`MoScalePipeline.generate_long`]."""
-    from moscale.pipelines.pipeline_moscale import MoScalePipelineOutput
+    from moscale.pipelines.pipeline_moscale import MoScalePipelineOutput, prompts_as_list
 
-    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    prompts = prompts_as_list(prompts, "prompts")
     if not prompts:
         raise ValueError("prompts is empty: pass one caption per segment")
     frames = [num_frames] * len(prompts) if isinstance(num_frames, (int, np.integer)) else list(num_frames)

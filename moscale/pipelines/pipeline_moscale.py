@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import json
 import os
+import reprlib
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -33,6 +35,8 @@ from diffusers.utils import BaseOutput
 from huggingface_hub import ModelCard, ModelCardData, create_repo, upload_folder
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from moscale.models.config_validation import check_fields, integer, optional, string
+from moscale.models.loading import explained_loading_errors
 from moscale.models.modeling_length_estimator import MoScaleLengthEstimator
 from moscale.models.modeling_moscale import (
     MASK_ID,
@@ -48,7 +52,18 @@ from moscale.pipelines.editing import EditPlan
 from moscale.pretrained.text_encoders import load_packaged_text_encoder
 from moscale.schedulers.scheduling_moscale import MoScaleScheduler
 
-__all__ = ["MoScalePipeline", "MoScalePipelineOutput"]
+__all__ = ["MoScalePipeline", "MoScalePipelineOutput", "PromptTruncationWarning"]
+
+# The plain settings of model_index.json (the statistics are checked as arrays in `_check_statistics`).
+_CONFIG_RULES = {
+    "default_num_frames": integer(at_least=1),
+    "min_num_frames": integer(at_least=1),
+    "text_encoder_package": optional(string()),
+}
+
+
+class PromptTruncationWarning(UserWarning):
+    """A prompt had more tokens than the transformer reads (`max_text_length`); its tail was dropped."""
 
 
 # ------------------------------------------------------------------------------------------------------- output
@@ -69,6 +84,16 @@ class MoScalePipelineOutput(BaseOutput):
     joints: torch.Tensor | np.ndarray | None = None
     lengths: torch.Tensor | np.ndarray | None = None
     tokens: tuple[torch.Tensor | np.ndarray, ...] | None = None
+
+
+def prompts_as_list(prompt, name: str = "prompt") -> list[str]:
+    """A caption or a list of captions as a list; anything else (bytes, a number, a dict) is refused."""
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, (list, tuple)) or not all(isinstance(text, str) for text in prompts):
+        raise TypeError(
+            f"{name} must be a string or a list of strings, got {reprlib.repr(prompt)} ({type(prompt).__name__})"
+        )
+    return list(prompts)
 
 
 # ----------------------------------------------------------------------------------------------------- pipeline
@@ -113,6 +138,7 @@ class MoScalePipeline(DiffusionPipeline):
         text_encoder_package: str | None = None,
     ):
         super().__init__()
+        check_fields(type(self).__name__, locals(), _CONFIG_RULES, saved_in="model_index.json")
         if text_encoder_package is not None and text_encoder is None and tokenizer is None:
             text_encoder, tokenizer = load_packaged_text_encoder(text_encoder_package)
         if scheduler is None:
@@ -126,6 +152,7 @@ class MoScalePipeline(DiffusionPipeline):
             length_estimator=length_estimator,
         )
         self._check_component_sizes(vq_model, transformer, scheduler)
+        self._check_text_encoder_width(text_encoder, transformer)
         motion_mean, motion_std = self._check_statistics(motion_mean, motion_std, vq_model.config.motion_dim)
         unit, max_frames = vq_model.config.unit_length, vq_model.config.max_motion_length
         shortest = unit * vq_model.config.scales[0]  # the coarsest scale needs one token
@@ -155,20 +182,58 @@ class MoScalePipeline(DiffusionPipeline):
             text_encoder_package=text_encoder_package,
         )
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """`DiffusionPipeline.from_pretrained`, with errors that name a missing folder, an unreachable Hub id or a
+        damaged weights file and its component (`moscale.models.loading`)."""
+        with explained_loading_errors(cls.__name__, pretrained_model_name_or_path):
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
     @staticmethod
     def _check_statistics(motion_mean, motion_std, motion_dim: int) -> tuple[list[float] | None, list[float] | None]:
-        """Statistics as plain float lists (stored in model_index.json), or (None, None)."""
+        """Statistics as plain float lists (stored in model_index.json), or (None, None).
+
+        Refused unless finite with std > 0, as `load_mean_std` refuses them: one NaN or zero std would make every
+        generated motion NaN.
+        """
         if (motion_mean is None) != (motion_std is None):
             raise ValueError("pass both motion_mean and motion_std, or neither")
         if motion_mean is None:
             return None, None
-        mean = [float(v) for v in np.asarray(motion_mean, dtype=np.float64).reshape(-1)]
-        std = [float(v) for v in np.asarray(motion_std, dtype=np.float64).reshape(-1)]
-        if len(mean) != motion_dim or len(std) != motion_dim:
-            raise ValueError(f"motion_mean and motion_std need {motion_dim} values (the tokenizer's motion_dim)")
-        if min(std) <= 0:
-            raise ValueError("motion_std must be positive")
-        return mean, std
+        arrays = {}
+        for name, values in (("motion_mean", motion_mean), ("motion_std", motion_std)):
+            array = np.asarray(values.tolist() if torch.is_tensor(values) else values)
+            if array.dtype.kind not in "iuf":
+                raise TypeError(f"{name} must be {motion_dim} numbers, got {reprlib.repr(values)}")
+            array = array.astype(np.float64).reshape(-1)
+            if len(array) != motion_dim:
+                raise ValueError(f"motion_mean and motion_std need {motion_dim} values (the tokenizer's motion_dim)")
+            bad = np.flatnonzero(~np.isfinite(array)).tolist()
+            if bad:
+                raise ValueError(
+                    f"{name} is NaN or infinite at feature(s) {reprlib.repr(bad)}: the statistics must be finite; "
+                    "recompute Mean.npy and Std.npy from the training data"
+                )
+            arrays[name] = array
+        not_positive = np.flatnonzero(arrays["motion_std"] <= 0).tolist()
+        if not_positive:
+            raise ValueError(
+                f"motion_std is 0 or negative at feature(s) {reprlib.repr(not_positive)}: normalising divides by it; "
+                "a feature that never varies takes std 1 (as moscale.motion.dataset_writer writes it)"
+            )
+        return arrays["motion_mean"].tolist(), arrays["motion_std"].tolist()
+
+    @staticmethod
+    def _check_text_encoder_width(text_encoder, transformer: MoScaleForTextToMotion) -> None:
+        """The text encoder's hidden size must be the transformer's `text_dim`; an encoder whose config does not
+        say is checked on its first output instead (`encode_prompt`)."""
+        width = getattr(getattr(text_encoder, "config", None), "hidden_size", None)
+        if width is not None and width != transformer.config.text_dim:
+            raise ValueError(
+                f"the text encoder's hidden states have {width} features, but the transformer reads "
+                f"text_dim={transformer.config.text_dim}: use the text encoder the transformer was trained with "
+                f"({transformer.config.text_encoder_name})"
+            )
 
     @staticmethod
     def _check_component_sizes(
@@ -268,11 +333,11 @@ class MoScalePipeline(DiffusionPipeline):
             )
         if prompt is None:
             return None
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = prompts_as_list(prompt)
         if not prompts:
             raise ValueError("prompt is an empty list: pass at least one text")
         for i, text in enumerate(prompts):
-            if not isinstance(text, str) or not text.strip():
+            if not text.strip():
                 raise ValueError(f"prompt {i} is {text!r}: every prompt must be a non-empty string")
         return prompts
 
@@ -344,9 +409,19 @@ class MoScalePipeline(DiffusionPipeline):
             raise ValueError(
                 "this pipeline has no text_encoder/tokenizer: pass prompt_embeds and prompt_attention_mask"
             )
+        max_length = self.transformer.config.max_text_length
+        token_counts = [len(ids) for ids in self.tokenizer(prompts).input_ids]
+        cut = [f"prompt {i} has {n}" for i, n in enumerate(token_counts) if n > max_length]
+        if cut:
+            warnings.warn(
+                f"{', '.join(cut)} tokens: only the first {max_length} tokens of a prompt are kept (the transformer's "
+                "max_text_length, as in its training), so the rest has no effect; shorten the prompt",
+                PromptTruncationWarning,
+                stacklevel=4,  # the caller of `pipe(...)`, past __call__ and its no_grad wrapper
+            )
         inputs = self.tokenizer(
             prompts,
-            max_length=self.transformer.config.max_text_length,
+            max_length=max_length,
             padding="max_length",
             truncation=True,
             return_attention_mask=True,
@@ -354,6 +429,12 @@ class MoScalePipeline(DiffusionPipeline):
         )
         input_ids, mask_BS = inputs.input_ids.to(device), inputs.attention_mask.to(device)
         states_BSX = self.text_encoder(input_ids=input_ids, attention_mask=mask_BS).last_hidden_state
+        if states_BSX.shape[-1] != self.transformer.config.text_dim:
+            raise ValueError(
+                f"the text encoder gives {states_BSX.shape[-1]} features per token, but the transformer reads "
+                f"text_dim={self.transformer.config.text_dim}: use the text encoder the transformer was trained with "
+                f"({self.transformer.config.text_encoder_name})"
+            )
         return states_BSX, mask_BS
 
     def _text_conditioning(

@@ -120,7 +120,11 @@ class MoScaleScheduler(SchedulerMixin, ConfigMixin):
         temperature: float | None = None,
         device: str | torch.device | None = None,
     ) -> None:
-        """Fix the settings of one sampling run (None = the config's) and the schedule times of every scale."""
+        """Fix the settings of one sampling run (None = the config's) and the schedule times of every scale.
+
+        A number may be any real scalar: a Python or NumPy number, or a 0-d array or tensor.
+        """
+        guidance_scale, top_k, top_p, temperature = map(_python_scalar, (guidance_scale, top_k, top_p, temperature))
         config = self.config
         refinement_steps = config.refinement_steps if refinement_steps is None else refinement_steps
         guidance_scale = config.guidance_scale if guidance_scale is None else guidance_scale
@@ -230,6 +234,13 @@ class MoScaleScheduler(SchedulerMixin, ConfigMixin):
             raise ValueError(f"top_k must be an integer >= 0 (0 turns it off), got {top_k}")
         if not (isinstance(temperature, (int, float, np.integer, np.floating)) and temperature > 0):
             raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def _python_scalar(value):
+    """A 0-d tensor or array as the Python number it holds; anything else as it is (and checked as it is)."""
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 0:
+        return value.item()
+    return value
 
 
 # --------------------------------------------------------------------------------------------- sampling on logits

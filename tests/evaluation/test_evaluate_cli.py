@@ -25,7 +25,7 @@ SCRIPT = ROOT / "examples" / "evaluate.py"
 
 def _arguments(workspace, output):
     return [
-        "--pipeline", str(workspace["root"] / "pipeline"), "--data_dir", str(workspace["data"]),
+        "--model", str(workspace["root"] / "pipeline"), "--data_dir", str(workspace["data"]),
         "--cache_dir", str(workspace["root"] / "cache"),
         "--evaluator", "contrastive", "--evaluator_path", str(workspace["root"] / "evaluator"),
         "--output_dir", str(output), "--seed", "3", "--repeats", "2",
@@ -91,7 +91,7 @@ def test_kit_ml_end_to_end_with_the_t2m_evaluator(tmp_path):
     tiny_pipeline(feature_dim=251).save_pretrained(tmp_path / "pipeline")
     save_tiny_t2m_files(tmp_path, dataset_folder="kit", feature_dim=251)
     arguments = [
-        "--pipeline", str(tmp_path / "pipeline"), "--data_dir", str(data), "--dataset_format", "kit-ml",
+        "--model", str(tmp_path / "pipeline"), "--data_dir", str(data), "--dataset_format", "kit-ml",
         "--cache_dir", str(tmp_path / "cache"), "--evaluator", "t2m",
         "--evaluator_path", str(tmp_path / "checkpoint_dir"), "--glove_path", str(tmp_path / "glove"),
         "--output_dir", str(tmp_path / "out"), "--seed", "3", "--repeats", "1",

@@ -49,17 +49,17 @@ def test_cli_help_names_both_output_folders(capsys):
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    assert "vq_model" in text and "transformer" in text and "--transformer-config" in text
+    assert "vq_model" in text and "transformer" in text and "--transformer_config" in text
 
 
 def test_cli_writes_loadable_folders(original, tmp_path, capsys):
     main(
         [
-            "--vq-checkpoint", str(original["vq_checkpoint"]),
-            "--vq-config", str(original["vq_config"]),
-            "--transformer-checkpoint", str(original["transformer_checkpoint"]),
-            "--transformer-config", str(original["transformer_config"]),
-            "--output-dir", str(tmp_path / "out"),
+            "--vq_checkpoint", str(original["vq_checkpoint"]),
+            "--vq_config", str(original["vq_config"]),
+            "--transformer_checkpoint", str(original["transformer_checkpoint"]),
+            "--transformer_config", str(original["transformer_config"]),
+            "--output_dir", str(tmp_path / "out"),
         ]
     )  # fmt: skip
     assert "wrote" in capsys.readouterr().out
@@ -78,11 +78,11 @@ def test_cli_reports_errors_without_a_traceback(original, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(
             [
-                "--vq-checkpoint", str(tmp_path / "missing.tar"),
-                "--vq-config", str(original["vq_config"]),
-                "--transformer-checkpoint", str(original["transformer_checkpoint"]),
-                "--transformer-config", str(original["transformer_config"]),
-                "--output-dir", str(tmp_path / "out"),
+                "--vq_checkpoint", str(tmp_path / "missing.tar"),
+                "--vq_config", str(original["vq_config"]),
+                "--transformer_checkpoint", str(original["transformer_checkpoint"]),
+                "--transformer_config", str(original["transformer_config"]),
+                "--output_dir", str(tmp_path / "out"),
             ]
         )  # fmt: skip
     assert exit_info.value.code == 2

@@ -27,7 +27,7 @@ def test_build_dataset_command(tmp_path, capsys):
     for name in ("cmu_jumping_jacks", "wave_hello"):
         shutil.copy(BVH_DIR / f"{name}.bvh", clips / f"{name}.bvh")
     out = tmp_path / "dataset"
-    main(["build-dataset", str(clips), "--captions", str(captions), "--out", str(out), "--val-fraction", "0.5"])
+    main(["build-dataset", str(clips), "--captions", str(captions), "--output_dir", str(out), "--val_fraction", "0.5"])
     assert "1 train, 1 val, 0 test" in capsys.readouterr().out
     for name, frames in (("cmu_jumping_jacks", 82), ("wave_hello", 139)):
         features = np.load(out / "new_joint_vecs" / f"{name}.npy")
@@ -75,7 +75,7 @@ def test_build_dataset_names_the_captions_the_loaders_skip(tmp_path, capsys):
     for name in ("cmu_01_01", "cmu_jumping_jacks"):
         shutil.copy(BVH_DIR / f"{name}.bvh", clips / f"{name}.bvh")
     out = tmp_path / "dataset"
-    main(["build-dataset", str(clips), "--captions", str(captions), "--out", str(out)])
+    main(["build-dataset", str(clips), "--captions", str(captions), "--output_dir", str(out)])
     note = capsys.readouterr().out
     assert "cmu_01_01 'a person jumps forward, then turns around.' (the motion has 458 frames)" in note
     assert "cmu_jumping_jacks 'the first second.' (the part has 20 frames)" in note

@@ -87,9 +87,9 @@ def test_keyframe_strip_has_one_row_per_motion(clip, tmp_path):
 
 def test_command_line_writes_the_requested_format(clip, tmp_path):
     np.save(tmp_path / "motion.npy", clip[:6])
-    main([str(tmp_path / "motion.npy"), "--out", str(tmp_path / "motion.gif"), "--caption", "tennis"])
-    main([str(tmp_path / "motion.npy"), "--out", str(tmp_path / "half.gif"), "--step", "2", "--dpi", "40"])
-    main([str(tmp_path / "motion.npy"), "--out", str(tmp_path / "motion.png"), "--keyframes", "3"])
+    main([str(tmp_path / "motion.npy"), "--output_path", str(tmp_path / "motion.gif"), "--caption", "tennis"])
+    main([str(tmp_path / "motion.npy"), "--output_path", str(tmp_path / "half.gif"), "--step", "2", "--dpi", "40"])
+    main([str(tmp_path / "motion.npy"), "--output_path", str(tmp_path / "motion.png"), "--keyframes", "3"])
     assert len(list(imageio.get_reader(tmp_path / "motion.gif"))) == 6
     half = imageio.get_reader(tmp_path / "half.gif")
     assert len(list(half)) == 3 and half.get_meta_data()["duration"] == 100  # same playback speed

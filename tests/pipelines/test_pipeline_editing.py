@@ -11,22 +11,11 @@ import torch
 
 from moscale.motion.representation import recover_from_ric
 from moscale.schedulers.scheduling_moscale import edit_token_masks, seam_blend_weights
-from tests.helpers import tiny_pipeline
+from tests.helpers import calm_pipeline
 from tests.shared_data import SHARED_DATA as DATA
 
 CLIP = DATA / "humanml3d_sample" / "new_joint_vecs" / "012314.npy"
 FPS = 20
-
-
-def calm_pipeline():
-    """The tiny random pipeline with its decoder output rescaled to the data's spread (see the module docstring)."""
-    pipeline = tiny_pipeline(seed=1)
-    probe = pipeline("calibration", num_frames=196, output_type="latent", generator=torch.Generator().manual_seed(0))
-    decoded = pipeline.vq_model.decode(list(probe.tokens), torch.tensor([196]))
-    with torch.no_grad():
-        pipeline.vq_model.decoder.conv_out.weight.mul_(0.3 / decoded.std())
-        pipeline.vq_model.decoder.conv_out.bias.zero_()
-    return pipeline
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +196,30 @@ def test_bad_edit_inputs(pipe, source, kwargs, message):
     call = {"num_frames": 168, "source_motion": source, **kwargs}
     with pytest.raises(ValueError, match=message):
         pipe("a person waves", **call)
+
+
+def test_an_edit_mask_of_other_numbers_than_0_and_1_is_refused(pipe, source):
+    mask = np.zeros(168)
+    mask[60:100] = 0.3
+    with pytest.raises(ValueError) as raised:
+        pipe("a person waves", num_frames=168, source_motion=source, edit_mask=mask)
+    assert str(raised.value) == (
+        "edit_mask must be booleans (True = regenerate the frame) or 0/1 values, got torch.float64 values such as "
+        "[0.3]; threshold it yourself, e.g. edit_mask > 0.5"
+    )
+    mask[60:100] = 1.0
+    as_numbers = pipe("a person waves", num_frames=168, source_motion=source, edit_mask=mask, generator=gen())
+    as_booleans = pipe("a person waves", num_frames=168, source_motion=source, edit_mask=mask > 0, generator=gen())
+    assert torch.equal(as_numbers.features, as_booleans.features)
+
+
+def test_one_flat_edit_span_gets_the_expected_form(pipe, source):
+    with pytest.raises(ValueError) as raised:
+        pipe("a person waves", num_frames=168, source_motion=source, edit_spans=(3.0, 5.0))
+    assert str(raised.value) == (
+        "edit_spans must be a list of (start_seconds, end_seconds or None) pairs, e.g. [(1.0, 2.5)] for one span, "
+        "got (3.0, 5.0)"
+    )
 
 
 def test_bad_source_motion(pipe, source):

@@ -3,14 +3,15 @@
 import base64
 import io
 import json
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from moscale.models.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
-from moscale.pipelines.pipeline_moscale import MoScalePipeline, MoScalePipelineOutput
-from tests.helpers import TINY_VQ_CONFIG, tiny_pipeline
+from moscale.pipelines.pipeline_moscale import MoScalePipeline, MoScalePipelineOutput, PromptTruncationWarning
+from tests.helpers import TINY_T5_CONFIG, TINY_VQ_CONFIG, tiny_pipeline
 
 PROMPTS = ["a person jumps twice", "someone walks in a circle"]
 
@@ -228,6 +229,100 @@ def test_bad_inputs_raise_clear_errors(pipe, kwargs, message):
     call = {"prompt": PROMPTS[0], "num_frames": 80, **kwargs}
     with pytest.raises(ValueError, match=message):
         pipe(**call)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "shown"),
+    [(5, "5 (int)"), (b"a person walks", "b'a person walks' (bytes)"), ({"a person walks": 1}, "{'a person walks': 1} (dict)"),
+     (["a person walks", None], "['a person walks', None] (list)")],
+)  # fmt: skip
+def test_a_prompt_that_is_not_text_is_refused(pipe, prompt, shown):
+    with pytest.raises(TypeError) as raised:
+        pipe(prompt, num_frames=80)
+    assert str(raised.value) == f"prompt must be a string or a list of strings, got {shown}"
+    with pytest.raises(TypeError, match="prompts must be a string or a list of strings"):
+        pipe.generate_long(prompt, num_frames=80)
+
+
+def test_a_prompt_longer_than_max_text_length_is_cut_with_a_warning(pipe):
+    long_prompt = "a person walks forward slowly, then turns to the left and waves with both hands above the head"
+    count = len(pipe.tokenizer(long_prompt).input_ids)
+    assert count > pipe.transformer.config.max_text_length == 20
+    with pytest.warns(PromptTruncationWarning) as warned:
+        cut = pipe([PROMPTS[0], long_prompt], num_frames=80, generator=gen(), output_type="latent")
+    assert [str(w.message) for w in warned] == [
+        f"prompt 1 has {count} tokens: only the first 20 tokens of a prompt are kept (the transformer's "
+        "max_text_length, as in its training), so the rest has no effect; shorten the prompt"
+    ]
+    # What was kept is what the sampler used: the first 20 tokens give the same motion.
+    kept = pipe.tokenizer.decode(pipe.tokenizer(long_prompt, max_length=20, truncation=True).input_ids[:-1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PromptTruncationWarning)  # the kept part alone is not cut again
+        same = pipe([PROMPTS[0], kept], num_frames=80, generator=gen(), output_type="latent")
+    assert all(torch.equal(a, b) for a, b in zip(cut.tokens, same.tokens))
+
+
+@pytest.mark.parametrize("scale", [np.float32(2.0), np.float64(2.0), np.array(2.0), torch.tensor(2.0)])
+def test_guidance_scale_takes_any_real_scalar(pipe, scale):
+    expected = pipe(PROMPTS[0], num_frames=80, guidance_scale=2.0, generator=gen(), output_type="latent")
+    out = pipe(PROMPTS[0], num_frames=80, guidance_scale=scale, generator=gen(), output_type="latent")
+    assert all(torch.equal(a, b) for a, b in zip(out.tokens, expected.tokens))
+
+
+def test_statistics_that_are_not_finite_or_not_positive_are_refused_at_construction(pipe):
+    mean, std = np.zeros(263), np.ones(263)
+    mean[[5, 40]] = np.nan
+    with pytest.raises(ValueError) as raised:
+        MoScalePipeline(pipe.vq_model, pipe.transformer, motion_mean=mean, motion_std=std)
+    assert str(raised.value) == (
+        "motion_mean is NaN or infinite at feature(s) [5, 40]: the statistics must be finite; recompute Mean.npy "
+        "and Std.npy from the training data"
+    )
+    std[7] = np.inf
+    with pytest.raises(ValueError, match=r"motion_std is NaN or infinite at feature\(s\) \[7\]"):
+        MoScalePipeline(pipe.vq_model, pipe.transformer, motion_mean=np.zeros(263), motion_std=std)
+    std[7], std[100] = 0.0, -1.0
+    with pytest.raises(ValueError, match=r"motion_std is 0 or negative at feature\(s\) \[7, 100\]: normalising"):
+        MoScalePipeline(pipe.vq_model, pipe.transformer, motion_mean=np.zeros(263), motion_std=std)
+    with pytest.raises(TypeError, match="motion_mean must be 263 numbers"):
+        MoScalePipeline(pipe.vq_model, pipe.transformer, motion_mean=["0"] * 263, motion_std=np.ones(263))
+
+
+def test_a_text_encoder_of_another_width_is_refused_at_construction(pipe):
+    from transformers import T5Config, T5EncoderModel
+
+    wide = T5EncoderModel(T5Config(vocab_size=len(pipe.tokenizer), **{**TINY_T5_CONFIG, "d_model": 48}))
+    with pytest.raises(ValueError) as raised:
+        MoScalePipeline(pipe.vq_model, pipe.transformer, text_encoder=wide, tokenizer=pipe.tokenizer)
+    assert str(raised.value).startswith(
+        "the text encoder's hidden states have 48 features, but the transformer reads text_dim=32"
+    )
+
+
+def test_a_bad_model_index_value_is_refused_on_load(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path)
+    model_index = json.loads((tmp_path / "model_index.json").read_text())
+    (tmp_path / "model_index.json").write_text(json.dumps({**model_index, "default_num_frames": "120"}))
+    with pytest.raises(TypeError) as raised:
+        MoScalePipeline.from_pretrained(tmp_path)
+    assert str(raised.value) == (
+        "MoScalePipeline: default_num_frames must be an integer >= 1, got '120' (str); correct it in the "
+        "model_index.json it was loaded from, or in the argument passed"
+    )
+
+
+def test_loading_a_missing_folder_or_a_damaged_component_says_so(pipe, tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"MoScalePipeline.from_pretrained: the folder {tmp_path / 'x'} does"):
+        MoScalePipeline.from_pretrained(tmp_path / "x")
+    pipe.save_pretrained(tmp_path / "saved")
+    weights = tmp_path / "saved" / "text_encoder" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(OSError) as raised:
+        MoScalePipeline.from_pretrained(tmp_path / "saved")
+    assert str(raised.value).startswith(
+        f"MoScalePipeline.from_pretrained('{tmp_path / 'saved'}'): the weights file {weights} (component "
+        "'text_encoder') is damaged or incomplete (safetensors: "
+    )
 
 
 def test_mismatched_components_are_rejected(pipe):

