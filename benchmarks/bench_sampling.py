@@ -382,7 +382,7 @@ def lower_bound_flops(pipe: MoScalePipeline, steps: tuple[int, ...], device) -> 
             with OpCounter() as counter:
                 transformer(ids[:, start:stop], current, text_conditioning=text, cache=cache)
             total += counter.flops * n_steps
-    return total / 2  # the counting batch is one sample twice (guidance)
+    return total  # one sample, fed twice (guidance), as the sampler's FLOPs per sample count it
 
 
 # ---------------------------------------------------------------------------------------------------------- groups
