@@ -196,6 +196,7 @@ class Setting:
     batch: int
     count_forwards: Callable[[], tuple[Callable[[], None], list[int]]] | None = None
     reference: str | None = None  # the setting whose tokens this one should reproduce
+    blocks_timed: bool = False  # runs the float32 transformer, whose blocks a BlockTimer may time
     stats: dict = field(default_factory=dict)
 
 
@@ -318,10 +319,11 @@ def measure_group(
 
     def timed(setting: Setting) -> Callable[[], float]:
         def run() -> float:
-            if blocks is not None:
+            timing_blocks = blocks is not None and setting.blocks_timed
+            if timing_blocks:
                 blocks.reset()
             seconds = time_call(setting.run, device, clock)
-            if blocks is not None:
+            if timing_blocks:
                 setting.stats.setdefault("block_seconds", []).append(blocks.seconds)
             return seconds
 
@@ -334,7 +336,7 @@ def measure_group(
         call = seconds[setting.name]
         matmul = statistics.median(seconds[f"{setting.name} [matmul]"])
         flops = setting.stats["flops_per_sample"] * setting.batch
-        if blocks is not None:
+        if "block_seconds" in setting.stats:
             inside = setting.stats.pop("block_seconds")
             full = [seconds + (depth_factor - 1) * blocks_part for seconds, blocks_part in zip(call, inside)]
             setting.stats["full_depth_seconds_per_sample"] = {k: v / setting.batch for k, v in spread(full).items()}
@@ -423,6 +425,8 @@ def group_settings(variants, e2e, official, baseline, inputs, steps, scopes) -> 
         ]
     if e2e is not None:
         settings.append(our_setting("ours fp32 end-to-end", e2e, inputs, steps, True, end_to_end=True))
+    for setting in settings:  # these run the float32 pipeline's transformer (end-to-end shares it)
+        setting.blocks_timed = setting.name.startswith("ours fp32")
     return settings
 
 
