@@ -35,7 +35,8 @@ real motions, nor, usually, the reconstruction of its own tokenizer.
 Results go to `<output_dir>/results/<row>__seed_<s>.json` (one file per row and seed, so several processes, e.g.
 one per seed, can share an output folder), the models to `<output_dir>/models/seed_<s>/<model>/`, and the table
 over every result present (mean and standard deviation over seeds) to `<output_dir>/table.md` and `summary.json`.
-`--skip_existing` reuses trained models and results already there.
+`--skip_existing` reuses trained models and results already there. `--pipelines` adds MoScale pipelines trained
+elsewhere (e.g. the bundled model), sampled with and without TR; their seed is the sampling seed.
 """
 
 from __future__ import annotations
@@ -125,6 +126,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sample.add_argument("--eval_batch_size", type=int, default=64)
     sample.add_argument("--sampling_seed", type=int, default=0, help="The same generator for every row.")
     sample.add_argument("--evaluator_path", type=Path, default=None, help="A train_evaluator.py output folder.")
+    sample.add_argument(
+        "--pipelines",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="Already trained MoScale pipelines to sample both ways too.",
+    )
     args = parser.parse_args(argv)
     if args.max_train_steps < 1 or args.num_eval_clips < 1 or args.train_batch_size < 1:
         parser.error("--max_train_steps, --num_eval_clips and --train_batch_size must be >= 1")
@@ -153,6 +161,10 @@ def row_label(model: str, steps: tuple[int, ...] | None) -> str:
     """The paper's names where they apply (Base, +HR, +TR, +HR&TR at gamma_max 0.6), else the settings."""
     if model == NEXT_TOKEN:
         return "next-token (finest scale, causal)"
+    if model.startswith("pipeline_"):
+        return (
+            f"trained pipeline '{model.removeprefix('pipeline_')}' (its own budget), steps {','.join(map(str, steps))}"
+        )
     gamma = float(model.rsplit("_", 1)[1])
     refined = tuple(steps) != NO_REFINEMENT
     paper = {(0.0, False): "Base", (0.6, False): "+HR", (0.0, True): "+TR", (0.6, True): "+HR&TR"}
@@ -457,7 +469,7 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
     flat.update({k: v for k, v in result.get("evaluator", {}).items()})
     flat["plausible"] = 100 * result["plausibility"]["plausible_fraction"]
     flat["acceleration"] = result["plausibility"]["mean_joint_acceleration_m_s2"]
-    if "train_seconds" in result:
+    if result.get("train_seconds") is not None:
         flat["train_seconds"] = result["train_seconds"]
     return flat
 
@@ -509,7 +521,12 @@ def write_report(output_dir: Path) -> dict[str, Any]:
         result = json.loads(path.read_text())
         entry = rows.setdefault(
             result["row"],
-            {"label": result["label"], "seeds": [], "metrics": defaultdict(list), "by_seed": {}},
+            {
+                "label": row_label(result["model"], result["refinement_steps"]),
+                "seeds": [],
+                "metrics": defaultdict(list),
+                "by_seed": {},
+            },
         )
         entry["key"] = (result["model"], bool(result["refinement_steps"]) and result["refinement_steps"] != [1] * 4)
         entry["seeds"].append(result["seed"])
@@ -611,6 +628,22 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         )
 
     schedules = [NO_REFINEMENT, tuple(args.refinement_steps)]
+    # Pipelines trained elsewhere, on another budget: TR with and without, nothing else. Their only seed is the
+    # sampling seed, so runs with several --sampling_seed values give their spread over samples.
+    for folder in args.pipelines:
+        pipeline = MoScalePipeline.from_pretrained(folder)
+        pipeline.set_progress_bar_config(disable=True)
+        summary = folder / "training_summary.json"
+        trained = json.loads(summary.read_text()) if summary.is_file() else {}
+        trained = {"train_seconds": trained.get("train_seconds"), "final_loss": trained.get("final_loss")}
+        for steps in schedules:
+            if done(f"pipeline_{folder.name}", steps, args.sampling_seed):
+                continue
+            start = time.time()
+            features, joints = sample_moscale(pipeline, items, steps, args)
+            scores = evaluate(features, joints)
+            record(f"pipeline_{folder.name}", steps, args.sampling_seed, scores, trained, time.time() - start)
+        write_report(args.output_dir)
     for seed in args.seeds:
         for gamma_max in args.gamma_max_values:
             model = moscale_model_name(gamma_max)

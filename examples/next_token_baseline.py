@@ -34,6 +34,7 @@ from moscale.models.modeling_moscale import (
     MoScaleBlock,
     MoScaleConfig,
     MoScaleForTextToMotion,
+    MoScaleKVCache,
     MoScalePreTrainedModel,
     MoScaleTextConditioning,
     MultiQueryTextPool,
@@ -42,8 +43,6 @@ from moscale.models.modeling_moscale import (
 )
 from moscale.models.modeling_moscale_vq import PAD_ID, MoScaleVQModel, lengths_to_mask
 from moscale.schedulers.scheduling_moscale import sample_tokens
-
-KeyValues = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 @torch.no_grad()
@@ -74,7 +73,7 @@ class NextTokenOutput(ModelOutput):
 
     loss: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
-    past_key_values: KeyValues | None = None
+    past_key_values: MoScaleKVCache | None = None
 
 
 class NextTokenBaselineForTextToMotion(MoScalePreTrainedModel):
@@ -139,7 +138,7 @@ class NextTokenBaselineForTextToMotion(MoScalePreTrainedModel):
         drop_text: torch.Tensor | None = None,
         text_conditioning: MoScaleTextConditioning | None = None,
         labels: torch.LongTensor | None = None,
-        past_key_values: KeyValues | None = None,
+        past_key_values: MoScaleKVCache | None = None,
         use_cache: bool = False,
     ) -> NextTokenOutput:
         """Without a cache: the start tokens then `input_ids` (B, l) codes 0..l-1 (l may be 0); logits (B, l + 1, V)
@@ -149,22 +148,36 @@ class NextTokenBaselineForTextToMotion(MoScalePreTrainedModel):
             text_conditioning = self.encode_text(text_hidden_states, text_attention_mask, drop_text)
         batch, length = input_ids.shape
         codes_BlA = self.token_proj(self.token_embedding(input_ids.clamp(min=0)))
-        past_length = past_key_values[0][0].shape[2] if past_key_values else 0
+        past_length = past_key_values.length if past_key_values else 0
         inputs_BlA = codes_BlA if past_key_values else torch.cat([text_conditioning.start_tokens, codes_BlA], dim=1)
         stop = past_length + inputs_BlA.shape[1]
         if stop > self.max_positions:
             raise ValueError(f"{stop} positions exceed the {self.max_positions} of a full clip")
         hidden_BlE = self.input_proj(inputs_BlA)
-        head_dim = self.config.hidden_size // self.config.num_attention_heads
+        heads = self.config.num_attention_heads
+        head_dim = self.config.hidden_size // heads
         angles_lh = scale_normalized_rope_angles((self.max_positions,), head_dim, self.config.rope_theta)
         angles_lh = angles_lh[past_length:stop].to(hidden_BlE.device)
+        rope_cos_sin = (angles_lh.cos().to(hidden_BlE.dtype), angles_lh.sin().to(hidden_BlE.dtype))
         positions = torch.arange(stop, device=hidden_BlE.device)
         causal_lL = positions[None, :] <= positions[past_length:, None]
-        new_cache = []
+        cache = past_key_values
+        if cache is None and use_cache:
+            cache = MoScaleKVCache.allocate(
+                len(self.blocks), batch, heads, self.max_positions, head_dim, hidden_BlE.device, hidden_BlE.dtype
+            )
+        text = text_conditioning
         for layer, block in enumerate(self.blocks):
-            past = past_key_values[layer] if past_key_values else None
-            hidden_BlE, key_value = block(hidden_BlE, text_conditioning, angles_lh, causal_lL, past)
-            new_cache.append(key_value)
+            hidden_BlE = block(
+                hidden_BlE,
+                text.block_modulations[layer],
+                text.cross_key_values[layer],
+                text.memory_mask,
+                rope_cos_sin,
+                causal_lL,
+                cache.key_values[layer] if cache is not None else None,
+                past_length,
+            )
         if not past_key_values:  # only the last start token and the codes predict something
             hidden_BlE = hidden_BlE[:, self.num_start_tokens - 1 :]
         logits_BlV = self.head(self.final_norm(hidden_BlE, text_conditioning.condition)).float()
@@ -172,7 +185,8 @@ class NextTokenBaselineForTextToMotion(MoScalePreTrainedModel):
         if labels is not None:
             targets = labels.masked_fill(labels < 0, -100).reshape(-1)
             loss = F.cross_entropy(logits_BlV.reshape(-1, logits_BlV.shape[-1]), targets, ignore_index=-100)
-        return NextTokenOutput(loss=loss, logits=logits_BlV, past_key_values=new_cache if use_cache else None)
+        new_cache = MoScaleKVCache(cache.key_values, stop) if use_cache else None
+        return NextTokenOutput(loss=loss, logits=logits_BlV, past_key_values=new_cache)
 
     def training_inputs(
         self, codes_BT: torch.Tensor, input_keep_prob: float = 0.5, generator: torch.Generator | None = None

@@ -230,11 +230,12 @@ def main(args: argparse.Namespace) -> dict:
         validation_data = SeededMotionDataset(validation_set, transform, seed=args.seed, random=False)
         validation_loader = DataLoader(validation_data, batch_size=args.train_batch_size, collate_fn=collate)
 
-    optimizer = torch.optim.AdamW(
+    optimizer = torch.optim.AdamW(  # fused: faster per step than torch's default loop (benchmarks/bench_training.py)
         model.parameters(),
         lr=args.learning_rate,
         betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.adam_weight_decay,
+        fused=True,
     )
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)

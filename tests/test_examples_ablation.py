@@ -101,9 +101,13 @@ def test_every_variant_trains_and_evaluates(workspace):
         assert label in table
     assert "| +HR - Base | 1 |" in table and "| +HR&TR - next-token | 1 |" in table
 
+    # A rerun redoes nothing; a pipeline trained elsewhere is sampled with and without TR beside the rest.
     written = {path: path.stat().st_mtime_ns for path in (output / "results").iterdir()}
-    script.main(script.parse_args([*argv, "--skip_existing"]))  # everything is there: nothing is redone
-    assert {path: path.stat().st_mtime_ns for path in (output / "results").iterdir()} == written
+    trained_elsewhere = models / "moscale_gamma_0.6"
+    rerun = script.main(script.parse_args([*argv, "--skip_existing", "--pipelines", str(trained_elsewhere)]))
+    assert {path: path.stat().st_mtime_ns for path in written} == written
+    assert {"pipeline_moscale_gamma_0.6__steps_1-1-1-1", "pipeline_moscale_gamma_0.6__steps_1-2-1-2"} < set(rerun)
+    assert rerun["pipeline_moscale_gamma_0.6__steps_1-1-1-1"]["mean"]["exact"] >= 0
 
 
 # ---------------------------------------------------------------------------------------------- next-token model

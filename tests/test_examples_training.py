@@ -448,10 +448,18 @@ def test_accelerate_config_files_are_valid():
 
 
 def test_gradient_accumulation_and_bf16_autocast(data_dir, tmp_path):
+    from accelerate.state import AcceleratorState
+
     script = load_script("train_vq")
     output = tmp_path / "vq"
     args = vq_run_args(data_dir, output, 4, "--gradient_accumulation_steps", "2", "--mixed_precision", "bf16")
-    summary = script.main(script.parse_args(args))
+    # accelerate keeps one process-wide state: earlier in-process runs fixed it to fp32, and this run's bf16 must not
+    # leak into later ones.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    try:
+        summary = script.main(script.parse_args(args))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
     assert summary["steps"] == 4 and all(np.isfinite(summary["losses"]))
     # An optimizer step takes 2 batches of 4: an epoch of 24 items is 3 steps, so step 4 is the first of epoch 1.
     epochs = {r["step"]: r["epoch"] for r in read_jsonl(output / "logs" / "train_vq.jsonl") if "loss" in r}

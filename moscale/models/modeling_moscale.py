@@ -19,6 +19,7 @@ Tensor names follow the legend in docs/architecture.md ("Tensor names").
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -219,12 +220,17 @@ class MoScaleConfig(PreTrainedConfig):
 class MoScaleTextConditioning(ModelOutput):
     """The text-derived tensors, computed once per caption batch by [`MoScaleForTextToMotion.encode_text`].
 
+    Besides the text features themselves it holds what every block derives from them alone, so that a sampler,
+    which runs the blocks once per refinement step, computes them once per caption rather than once per step.
+
     Args:
         start_tokens: (B, Q, A) inputs of the first scale (a multi-query pool over the text).
         condition: (B, 1, A) AdaLN condition, the max over the start tokens.
         memory: (B, S, A) cross-attention memory (text after RMSNorm and a 2-layer MLP).
         memory_mask: (B, S) True at the caption's tokens.
         normed_text: (B, S, X) text (or unconditional rows) after RMSNorm.
+        block_modulations: per block, its six (B, 1, E) AdaLN vectors (`MoScaleBlock.modulation(condition)`).
+        cross_key_values: per block, its cross-attention keys and values of the memory, (B, H, S, d) each.
     """
 
     start_tokens: torch.FloatTensor | None = None
@@ -232,26 +238,40 @@ class MoScaleTextConditioning(ModelOutput):
     memory: torch.FloatTensor | None = None
     memory_mask: torch.BoolTensor | None = None
     normed_text: torch.FloatTensor | None = None
+    block_modulations: tuple[tuple[torch.FloatTensor, ...], ...] | None = None
+    cross_key_values: tuple[tuple[torch.FloatTensor, torch.FloatTensor], ...] | None = None
 
 
 class MoScaleKVCache:
     """Self-attention keys and values of the first `length` sequence positions, one (key, value) pair per block.
 
-    Each tensor is (B, H, length, d), keys already rotated by RoPE; `length` is always a scale boundary. Because
-    attention is block-causal, the keys and values of coarser scales never depend on finer ones: compute them once
-    (text start tokens + every finished scale) and reuse them for all refinement steps of the current scale.
+    Keys are already rotated by RoPE; `length` is always a scale boundary. Because attention is block-causal, the
+    keys and values of coarser scales never depend on finer ones: compute them once (text start tokens + every
+    finished scale) and reuse them for all refinement steps of the current scale.
 
-    Caches are immutable: `forward(..., cache=cache, use_cache=True)` returns a new, longer cache and
-    leaves `cache` untouched, so the same prefix cache can serve every step of a scale.
+    The tensors are preallocated for the whole sequence, (B, H, L, d) per block, so that a forward writes the keys
+    and values of its new positions in place instead of concatenating them to the prefix. A cache only promises the
+    positions below its `length`: a forward run against it writes positions `length` onwards (with `use_cache=True`
+    it returns a longer cache over the same tensors), and `crop` gives a shorter cache over the same tensors. So the
+    same prefix cache serves every step of a scale, but a longer cache made earlier from the same tensors does not
+    survive a forward run against a shorter one.
     """
 
-    def __init__(self, key_values: Sequence[tuple[torch.Tensor, torch.Tensor]]):
+    def __init__(self, key_values: Sequence[tuple[torch.Tensor, torch.Tensor]], length: int):
         self.key_values = tuple(key_values)
+        self.length = length
 
-    @property
-    def length(self) -> int:
-        """Number of cached positions."""
-        return self.key_values[0][0].shape[2] if self.key_values else 0
+    @classmethod
+    def allocate(
+        cls, num_layers: int, batch: int, heads: int, positions: int, head_dim: int, device, dtype
+    ) -> MoScaleKVCache:
+        """An empty cache with room for `positions` positions."""
+        shape = (batch, heads, positions, head_dim)
+        empty = [
+            (torch.empty(shape, device=device, dtype=dtype), torch.empty(shape, device=device, dtype=dtype))
+            for _ in range(num_layers)
+        ]
+        return cls(empty, 0)
 
     @property
     def batch_size(self) -> int:
@@ -261,13 +281,15 @@ class MoScaleKVCache:
         """The cache of the first `length` positions (e.g. drop the current scale after its first full step)."""
         if not 0 <= length <= self.length:
             raise ValueError(f"cannot crop a cache of {self.length} positions to {length}")
-        return MoScaleKVCache([(k[:, :, :length], v[:, :, :length]) for k, v in self.key_values])
+        return MoScaleKVCache(self.key_values, length)
 
     def __len__(self) -> int:
         return len(self.key_values)
 
     def __getitem__(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.key_values[layer]
+        """Keys and values (B, H, length, d) of block `layer`."""
+        keys, values = self.key_values[layer]
+        return keys[:, :, : self.length], values[:, :, : self.length]
 
 
 @dataclass
@@ -276,7 +298,8 @@ class MoScaleOutput(ModelOutput):
 
     Args:
         loss: mean cross-entropy over positions whose label is >= 0 (only when `labels` is given).
-        logits: (B, l, V) logits of the positions that were fed (l = input_ids.shape[1]).
+        logits: (B, l, V) logits of the positions that were fed (l = input_ids.shape[1]), or of the last
+            `logits_to_keep` of them.
         cache: a [`MoScaleKVCache`] of every position so far (only with `use_cache=True`).
         hidden_states: block input and each block's output, (B, l, E) each (with `output_hidden_states=True`).
         text_conditioning: the [`MoScaleTextConditioning`] used.
@@ -318,11 +341,10 @@ def scale_normalized_rope_angles(
     return table_Fh[torch.cat(positions)]
 
 
-def apply_interleaved_rope(x_BHLd: torch.Tensor, angles_Lh: torch.Tensor) -> torch.Tensor:
-    """Rotate dimension pairs (2p, 2p+1) by angles[:, p]."""
-    cos, sin = angles_Lh.cos().to(x_BHLd.dtype), angles_Lh.sin().to(x_BHLd.dtype)
+def apply_interleaved_rope(x_BHLd: torch.Tensor, cos_Lh: torch.Tensor, sin_Lh: torch.Tensor) -> torch.Tensor:
+    """Rotate dimension pairs (2p, 2p+1) by the angles whose cosines and sines are cos_Lh[:, p], sin_Lh[:, p]."""
     even, odd = x_BHLd[..., 0::2], x_BHLd[..., 1::2]
-    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+    return torch.stack([even * cos_Lh - odd * sin_Lh, even * sin_Lh + odd * cos_Lh], dim=-1).flatten(-2)
 
 
 def cosine_mask_ratio(t: torch.Tensor) -> torch.Tensor:
@@ -342,25 +364,78 @@ class RMSNorm(nn.Module):
         return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight).to(x.dtype)
 
 
+_ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+_PACKED_WEIGHTS: dict[int, tuple[tuple, torch.Tensor]] = {}  # id(weight) -> (weight state, packed copy)
+
+
+class PackedLinear(nn.Linear):
+    """`nn.Linear` that multiplies with a copy of its weight packed once for oneDNN in CPU inference.
+
+    Without autograd, on CPU, in float32 or bfloat16, oneDNN's linear on a weight already reordered into its blocked
+    layout runs faster than `F.linear` at the sampler's row counts, which reorders or re-reads the plain layout on every
+    call (docs/performance.md). The results differ from `F.linear` by float rounding only. The packed copy is made on
+    first use, made again when the weight changes (another tensor, an in-place update, another dtype) and dropped
+    with the weight; training, other devices and `torch.compile` use `F.linear`.
+    """
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """`bias`, when given, replaces the module's own (the self-attention assembles its q/k/v bias)."""
+        bias = self.bias if bias is None else bias
+        weight = self.weight
+        if (
+            _ONEDNN_LINEAR
+            and x.device.type == "cpu"
+            and x.dtype == weight.dtype
+            and weight.dtype in (torch.float32, torch.bfloat16)
+            and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
+            and not torch.compiler.is_compiling()
+        ):
+            return torch.ops.mkldnn._linear_pointwise(x, _packed_weight(weight), bias, "none", [], "")
+        return F.linear(x, weight, bias)
+
+
+def _packed_weight(weight: torch.Tensor) -> torch.Tensor:
+    state = (weight.data_ptr(), weight._version, weight.dtype)
+    entry = _PACKED_WEIGHTS.get(id(weight))
+    if entry is None:
+        weakref.finalize(weight, _PACKED_WEIGHTS.pop, id(weight), None)
+    if entry is None or entry[0] != state:
+        entry = (state, torch.ops.mkldnn._reorder_linear_weight(weight.detach()))
+        _PACKED_WEIGHTS[id(weight)] = entry
+    return entry[1]
+
+
 class TextCrossAttention(nn.Module):
-    """Multi-head attention from queries to a padded text memory; keys carry no bias, values a learned one."""
+    """Multi-head attention from queries to a padded text memory; keys carry no bias, values a learned one.
+
+    The memory's keys and values depend on the text alone: `project_memory` computes them once per caption batch
+    and `forward` takes them, so that repeated calls on the same text (refinement steps) do not redo them.
+    """
 
     def __init__(self, query_dim: int, memory_dim: int, num_heads: int, dropout: float):
         super().__init__()
         self.num_heads = num_heads
-        self.q_proj = nn.Linear(query_dim, query_dim)
+        self.q_proj = PackedLinear(query_dim, query_dim)
         self.kv_proj = nn.Linear(memory_dim, 2 * query_dim, bias=False)
         self.v_bias = nn.Parameter(torch.zeros(query_dim))
-        self.out_proj = nn.Linear(query_dim, query_dim)
+        self.out_proj = PackedLinear(query_dim, query_dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, query_BLE: torch.Tensor, memory_BSA: torch.Tensor, memory_mask_BS: torch.Tensor) -> torch.Tensor:
-        batch, length, width = query_BLE.shape
-        q_BHLd = self.q_proj(query_BLE).view(batch, length, self.num_heads, -1).transpose(1, 2)
+    def project_memory(self, memory_BSA: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Memory (B, S, A) -> keys and values (B, H, S, d)."""
+        batch, length, _ = memory_BSA.shape
         bias = torch.cat([torch.zeros_like(self.v_bias), self.v_bias])
         kv_BS2E = F.linear(memory_BSA, self.kv_proj.weight, bias)
-        kv_BS2Hd = kv_BS2E.view(batch, -1, 2, self.num_heads, width // self.num_heads)
+        kv_BS2Hd = kv_BS2E.view(batch, length, 2, self.num_heads, -1)
         k_BHSd, v_BHSd = kv_BS2Hd.permute(2, 0, 3, 1, 4).unbind(0)
+        return k_BHSd, v_BHSd
+
+    def forward(
+        self, query_BLE: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor], memory_mask_BS: torch.Tensor
+    ) -> torch.Tensor:
+        batch, length, width = query_BLE.shape
+        q_BHLd = self.q_proj(query_BLE).view(batch, length, self.num_heads, -1).transpose(1, 2)
+        k_BHSd, v_BHSd = memory_kv
         out_BHLd = F.scaled_dot_product_attention(q_BHLd, k_BHSd, v_BHSd, attn_mask=memory_mask_BS[:, None, None, :])
         return self.dropout(self.out_proj(out_BHLd.transpose(1, 2).reshape(batch, length, width)))
 
@@ -378,7 +453,7 @@ class MultiQueryTextPool(nn.Module):
 
     def forward(self, text_BSX: torch.Tensor, text_mask_BS: torch.Tensor) -> torch.Tensor:
         queries_BQA = self.query_tokens[None].expand(text_BSX.shape[0], -1, -1)
-        return self.attention(queries_BQA, text_BSX, text_mask_BS)
+        return self.attention(queries_BQA, self.attention.project_memory(text_BSX), text_mask_BS)
 
 
 class DropPath(nn.Module):
@@ -404,30 +479,39 @@ class BlockCausalSelfAttention(nn.Module):
         self.num_heads = config.num_attention_heads
         self.head_dim = width // self.num_heads
         self.scale = 0.25 / math.sqrt(self.head_dim)
-        self.qkv_proj = nn.Linear(width, 3 * width, bias=False)
+        self.qkv_proj = PackedLinear(width, 3 * width, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(width))
         self.v_bias = nn.Parameter(torch.zeros(width))
-        self.out_proj = nn.Linear(width, width)
+        self.out_proj = PackedLinear(width, width)
         self.attention_dropout = config.attention_dropout
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(
         self,
         x_BlE: torch.Tensor,
-        angles_lh: torch.Tensor,
-        attend_mask_lL: torch.Tensor,
-        past: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """x (B, l, E) for the new positions -> (output (B, l, E), (keys, values) of past + new positions)."""
+        rope_cos_sin: tuple[torch.Tensor, torch.Tensor],
+        attend_mask_lL: torch.Tensor | None,
+        key_value_buffers: tuple[torch.Tensor, torch.Tensor] | None,
+        start: int,
+    ) -> torch.Tensor:
+        """x (B, l, E) of the positions start .. start + l - 1 -> output (B, l, E).
+
+        Without `key_value_buffers` the positions attend to each other only. With them, their keys and values are
+        written into the buffers (B, H, L, d) at those positions, and they attend to every buffered position before
+        them too. `attend_mask_lL` (True = may attend) is None when every query sees every key.
+        """
         batch, length, width = x_BlE.shape
         bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
-        qkv = F.linear(x_BlE, self.qkv_proj.weight, bias).view(batch, length, 3, self.num_heads, self.head_dim)
+        qkv = self.qkv_proj(x_BlE, bias).view(batch, length, 3, self.num_heads, self.head_dim)
         q_BHld, k_BHld, v_BHld = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        q_BHld = apply_interleaved_rope(q_BHld, angles_lh)
-        k_BHld = apply_interleaved_rope(k_BHld, angles_lh)
-        if past is not None:
-            k_BHld = torch.cat([past[0], k_BHld], dim=2)
-            v_BHld = torch.cat([past[1], v_BHld], dim=2)
+        q_BHld = apply_interleaved_rope(q_BHld, *rope_cos_sin)
+        k_BHld = apply_interleaved_rope(k_BHld, *rope_cos_sin)
+        if key_value_buffers is not None:
+            keys, values = key_value_buffers
+            stop = start + length
+            keys[:, :, start:stop].copy_(k_BHld)
+            values[:, :, start:stop].copy_(v_BHld)
+            k_BHld, v_BHld = keys[:, :, :stop], values[:, :, :stop]
         out_BHld = F.scaled_dot_product_attention(
             q_BHld,
             k_BHld,
@@ -436,15 +520,14 @@ class BlockCausalSelfAttention(nn.Module):
             dropout_p=self.attention_dropout if self.training else 0.0,
             scale=self.scale,
         )
-        out_BlE = self.dropout(self.out_proj(out_BHld.transpose(1, 2).reshape(batch, length, width)))
-        return out_BlE, (k_BHld, v_BHld)
+        return self.dropout(self.out_proj(out_BHld.transpose(1, 2).reshape(batch, length, width)))
 
 
 class FeedForward(nn.Module):
     def __init__(self, width: int, hidden: int, dropout: float):
         super().__init__()
-        self.fc1 = nn.Linear(width, hidden)
-        self.fc2 = nn.Linear(hidden, width)
+        self.fc1 = PackedLinear(width, hidden)
+        self.fc2 = PackedLinear(hidden, width)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -473,17 +556,23 @@ class MoScaleBlock(nn.Module):
     def forward(
         self,
         x_BlE: torch.Tensor,
-        text: MoScaleTextConditioning,
-        angles_lh: torch.Tensor,
-        attend_mask_lL: torch.Tensor,
-        past: tuple[torch.Tensor, torch.Tensor] | None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        gamma1, gamma2, scale1, scale2, shift1, shift2 = self.modulation(text.condition)
-        attn_BlE, key_value = self.self_attn(self.norm(x_BlE) * (1 + scale1) + shift1, angles_lh, attend_mask_lL, past)
+        modulation: tuple[torch.Tensor, ...],
+        memory_kv: tuple[torch.Tensor, torch.Tensor],
+        memory_mask_BS: torch.Tensor,
+        rope_cos_sin: tuple[torch.Tensor, torch.Tensor],
+        attend_mask_lL: torch.Tensor | None,
+        key_value_buffers: tuple[torch.Tensor, torch.Tensor] | None,
+        start: int,
+    ) -> torch.Tensor:
+        """`modulation` and `memory_kv` are this block's entries of the text conditioning; the rest as in
+        `BlockCausalSelfAttention.forward`."""
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = modulation
+        normed_BlE = self.norm(x_BlE) * (1 + scale1) + shift1
+        attn_BlE = self.self_attn(normed_BlE, rope_cos_sin, attend_mask_lL, key_value_buffers, start)
         x_BlE = x_BlE + self.drop_path(attn_BlE * gamma1)
-        x_BlE = x_BlE + self.cross_attn(self.cross_attn_norm(x_BlE), text.memory, text.memory_mask)
+        x_BlE = x_BlE + self.cross_attn(self.cross_attn_norm(x_BlE), memory_kv, memory_mask_BS)
         x_BlE = x_BlE + self.drop_path(self.ffn(self.norm(x_BlE) * (1 + scale2) + shift2) * gamma2)
-        return x_BlE, key_value
+        return x_BlE
 
 
 # ------------------------------------------------------------------------------------------------------------ model
@@ -575,9 +664,9 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
             nn.GELU(approximate="tanh"),
             nn.Linear(config.condition_dim, config.condition_dim),
         )
-        self.prev_scale_proj = nn.Linear(config.code_dim, config.condition_dim)
-        self.token_proj = nn.Linear(config.code_dim, config.condition_dim)
-        self.input_proj = nn.Linear(2 * config.condition_dim, config.hidden_size)
+        self.prev_scale_proj = PackedLinear(config.code_dim, config.condition_dim)
+        self.token_proj = PackedLinear(config.code_dim, config.condition_dim)
+        self.input_proj = PackedLinear(2 * config.condition_dim, config.hidden_size)
         self.start_position_embedding = nn.Parameter(torch.zeros(1, self.first_l, config.hidden_size))
         self.level_embedding = nn.Embedding(len(config.scales), config.hidden_size)
         # Plain Python: from_pretrained builds the model on the meta device, where tensors hold no values.
@@ -586,7 +675,10 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         self.blocks = nn.ModuleList([MoScaleBlock(config, p) for p in drop_paths])
         self.head_norm = nn.LayerNorm(config.hidden_size, eps=config.norm_eps, elementwise_affine=False)
         self.head_adaln_modulation = nn.Linear(config.condition_dim, 2 * config.hidden_size)
-        self.head = nn.Linear(config.hidden_size, config.num_codes)
+        self.head = PackedLinear(config.hidden_size, config.num_codes)
+        # Level of every position and the RoPE table, per (device, dtype): built on first use, as from_pretrained
+        # builds the model on the meta device.
+        self._position_tables: dict[tuple, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self.post_init()
 
     # ------------------------------------------------------------------------------------------------------ text
@@ -613,12 +705,16 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
             text_BSX = torch.where(drop_text[:, None, None], uncond_1SX, text_BSX)
         normed_BSX = self.text_norm(text_BSX)
         start_BQA = self.text_pool(normed_BSX, mask_BS)
+        condition_B1A = start_BQA.max(dim=1, keepdim=True).values
+        memory_BSA = self.text_proj(normed_BSX)
         return MoScaleTextConditioning(
             start_tokens=start_BQA,
-            condition=start_BQA.max(dim=1, keepdim=True).values,
-            memory=self.text_proj(normed_BSX),
+            condition=condition_B1A,
+            memory=memory_BSA,
             memory_mask=mask_BS,
             normed_text=normed_BSX,
+            block_modulations=tuple(block.modulation(condition_B1A) for block in self.blocks),
+            cross_key_values=tuple(block.cross_attn.project_memory(memory_BSA) for block in self.blocks),
         )
 
     def _check_text(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[int, int, int]:
@@ -670,6 +766,16 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
             offsets.append(offsets[-1] + size)
         return tuple(offsets)
 
+    def position_tables(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(L,) scale index of every position, and the cosines and sines (L, head_dim // 2) of its RoPE angles."""
+        key = (torch.device(device), dtype)
+        if key not in self._position_tables:
+            head_dim = self.config.hidden_size // self.config.num_attention_heads
+            angles_Lh = scale_normalized_rope_angles(self.patch_sizes, head_dim, self.config.rope_theta, device)
+            level_L = level_of_position(self.patch_sizes, device)
+            self._position_tables[key] = (level_L, angles_Lh.cos().to(dtype), angles_Lh.sin().to(dtype))
+        return self._position_tables[key]
+
     # --------------------------------------------------------------------------------------------------- forward
     def forward(
         self,
@@ -685,6 +791,7 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         output_hidden_states: bool = False,
         return_dict: bool | None = None,
         check_ids: bool = True,
+        logits_to_keep: int = 0,
     ):
         """Logits for the sequence positions P .. P + l - 1, where P is the cache length (0 without a cache).
 
@@ -703,6 +810,8 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
             use_cache: return the cache of positions 0 .. P + l - 1.
             output_hidden_states: return the block input and every block output.
             check_ids: check that every id is a code, MASK_ID or PAD_ID (a host sync; samplers turn it off).
+            logits_to_keep: when > 0, logits of the last `logits_to_keep` positions only (a sampler feeding the
+                previous scale to extend the cache needs the current scale's logits alone).
 
         KV-cache recipe for scale k (positions [s_k, s_k + n_k)): run the first refinement step as
         `out = model(ids[:, s_{k-1}:s_k + n_k], ..., cache=cache_{<k-1}, use_cache=True)` with the final
@@ -728,6 +837,8 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
             )
         if cache is not None and (len(cache) != len(self.blocks) or cache.batch_size != batch):
             raise ValueError("cache does not match this model's layers or the batch size")
+        if labels is not None and logits_to_keep:
+            raise ValueError("labels need the logits of every position: leave logits_to_keep at 0")
 
         if text_conditioning is None:
             if text_hidden_states is None:
@@ -737,31 +848,43 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
             raise ValueError("pass either text_conditioning or text_hidden_states (+ drop_text), not both")
         elif text_conditioning.start_tokens.shape[0] != batch:
             raise ValueError("text_conditioning batch size does not match input_ids")
+        text = text_conditioning
 
-        start_BQA = text_conditioning.start_tokens
-        continuous_BlA = self._continuous_inputs(start_BQA, prev_scale_features, start, stop, batch)
+        continuous_BlA = self._continuous_inputs(text.start_tokens, prev_scale_features, start, stop, batch)
         hidden_BlE = self.input_proj(torch.cat([continuous_BlA, self.embed_tokens(input_ids, check_ids)], dim=-1))
-        device = hidden_BlE.device
+        level_L, cos_Lh, sin_Lh = self.position_tables(hidden_BlE.device, hidden_BlE.dtype)
         # Learned positions for the start tokens only; zero rows elsewhere.
         start_pos_LE = F.pad(self.start_position_embedding[0], (0, 0, 0, self.config.sequence_length - self.first_l))
         hidden_BlE = hidden_BlE + start_pos_LE[start:stop][None]
-        level_L = level_of_position(self.patch_sizes, device)
         hidden_BlE = hidden_BlE + self.level_embedding(level_L[start:stop])[None]
+        rope_cos_sin = (cos_Lh[start:stop], sin_Lh[start:stop])
+        # Positions of one scale see every earlier position: a mask is only needed when several scales are fed.
+        one_scale = boundaries.index(stop) == boundaries.index(start) + 1
+        attend_mask_lL = None if one_scale else level_L[None, :stop] <= level_L[start:stop, None]
 
-        head_dim = self.config.hidden_size // self.config.num_attention_heads
-        angles_lh = scale_normalized_rope_angles(self.patch_sizes, head_dim, self.config.rope_theta, device)[start:stop]
-        attend_mask_lL = level_L[None, :stop] <= level_L[start:stop, None]
-
+        if cache is None and use_cache:
+            heads = self.config.num_attention_heads
+            cache = MoScaleKVCache.allocate(
+                len(self.blocks), batch, heads, total, self.config.hidden_size // heads, hidden_BlE.device,
+                hidden_BlE.dtype,
+            )  # fmt: skip
         hidden_states = [hidden_BlE] if output_hidden_states else None
-        new_cache = []
         for layer, block in enumerate(self.blocks):
-            past = cache[layer] if cache is not None else None
-            hidden_BlE, key_value = block(hidden_BlE, text_conditioning, angles_lh, attend_mask_lL, past)
-            new_cache.append(key_value)
+            hidden_BlE = block(
+                hidden_BlE,
+                text.block_modulations[layer],
+                text.cross_key_values[layer],
+                text.memory_mask,
+                rope_cos_sin,
+                attend_mask_lL,
+                cache.key_values[layer] if cache is not None else None,
+                start,
+            )
             if output_hidden_states:
                 hidden_states.append(hidden_BlE)
 
-        logits_BlV = self.head(self.final_norm(hidden_BlE, text_conditioning.condition)).float()
+        kept_BlE = hidden_BlE[:, -logits_to_keep:] if logits_to_keep else hidden_BlE
+        logits_BlV = self.head(self.final_norm(kept_BlE, text.condition)).float()
         loss = None
         if labels is not None:
             if labels.shape != input_ids.shape:
@@ -771,7 +894,7 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         output = MoScaleOutput(
             loss=loss,
             logits=logits_BlV,
-            cache=MoScaleKVCache(new_cache) if use_cache else None,
+            cache=MoScaleKVCache(cache.key_values, stop) if use_cache else None,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             text_conditioning=text_conditioning,
         )

@@ -583,11 +583,10 @@ class MoScalePipeline(DiffusionPipeline):
                     ids_BL, is_mask_BL = scheduler.remask(ids_BL, confidence_BL, fixed_BL, pool_B, k, step)
                     past = cache_before_current if step > 0 else cache_before_previous
                     logits_BlV, cache = self._predict_logits(
-                        text, finished_ids + [ids_BL], scale_inputs, past, use_cache and step == 0
+                        text, finished_ids + [ids_BL], scale_inputs, past, use_cache and step == 0 and k > 0
                     )
                     if cache is not None:  # first step of a scale: keep the K/V of the finished scales
-                        start = transformer.scale_boundaries()[k]
-                        cache_before_current = cache.crop(start) if start else None
+                        cache_before_current = cache.crop(transformer.scale_boundaries()[k])
                     out = scheduler.step(logits_BlV, k, ids_BL, is_mask_BL, generator)
                     ids_BL, confidence_BL = out.prev_sample, out.confidence
 
@@ -649,8 +648,9 @@ class MoScalePipeline(DiffusionPipeline):
             check_ids=False,
             cache=past,
             use_cache=return_cache,
+            logits_to_keep=ids_per_scale[-1].shape[1],
         )
-        return out.logits[:, -ids_per_scale[-1].shape[1] :], out.cache
+        return out.logits, out.cache
 
     # ------------------------------------------------------------------------------------------------- outputs
     def decode_tokens(

@@ -121,7 +121,7 @@ def test_padded_text_rows_are_ignored_and_uncond_rows_replace_text():
 
 
 @torch.no_grad()
-def test_kv_cache_matches_full_forward_and_is_not_mutated():
+def test_kv_cache_matches_full_forward_and_keeps_its_prefix():
     model = tiny_model()
     batch = inputs(3)
     text = model.encode_text(batch["text_hidden_states"], batch["text_attention_mask"])
@@ -132,6 +132,7 @@ def test_kv_cache_matches_full_forward_and_is_not_mutated():
     cache = prefix.cache
     assert isinstance(cache, MoScaleKVCache) and cache.length == 14 and len(cache) == 2
     assert cache[0][0].shape == (2, 2, 14, 16)
+    prefix_kv = [(k.clone(), v.clone()) for k, v in (cache[layer] for layer in range(len(cache)))]
     torch.testing.assert_close(prefix.logits, full[:, :14], atol=1e-5, rtol=1e-5)
     for _ in range(2):  # the same prefix cache serves several refinement steps
         step = model(ids[:, 14:], feats[:, 12:], text_conditioning=text, cache=cache)
@@ -139,12 +140,14 @@ def test_kv_cache_matches_full_forward_and_is_not_mutated():
         assert cache.length == 14 and step.cache is None
     grown = model(ids[:, 14:], feats[:, 12:], text_conditioning=text, cache=cache, use_cache=True).cache
     assert grown.length == 30 and cache.length == 14
+    for layer, (keys, values) in enumerate(prefix_kv):  # forwards run against a cache never touch its prefix
+        assert torch.equal(cache[layer][0], keys) and torch.equal(cache[layer][1], values)
     # First step of a scale computed with the previous scale's final ids, then cropped to the prefix.
     regrown = model(ids[:, 6:], feats[:, 4:], text_conditioning=text, cache=cache.crop(6), use_cache=True)
     cropped = regrown.cache.crop(14)
-    for (k1, v1), (k2, v2) in zip(cropped.key_values, cache.key_values):
-        torch.testing.assert_close(k1, k2, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(v1, v2, atol=1e-5, rtol=1e-5)
+    for layer, (keys, values) in enumerate(prefix_kv):
+        torch.testing.assert_close(cropped[layer][0], keys, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cropped[layer][1], values, atol=1e-5, rtol=1e-5)
     # A cache of the start tokens only (positions 0..1), then all other scales at once.
     start_cache = model(ids[:, :2], None, text_conditioning=text, use_cache=True).cache
     rest = model(ids[:, 2:], feats, text_conditioning=text, cache=start_cache).logits
@@ -155,6 +158,37 @@ def test_kv_cache_matches_full_forward_and_is_not_mutated():
         model(ids[:, 14:20], feats[:, 12:18], text_conditioning=text, cache=cache)
     with pytest.raises(ValueError, match="cannot crop"):
         cache.crop(20)
+
+
+@torch.no_grad()
+def test_logits_to_keep_gives_the_last_positions_logits():
+    model = tiny_model()
+    batch = inputs(4)
+    full = model(**batch).logits
+    last = model(**batch, logits_to_keep=16).logits
+    assert last.shape == (2, 16, 16)
+    torch.testing.assert_close(last, full[:, -16:], atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="logits_to_keep"):
+        model(**batch, labels=batch["input_ids"], logits_to_keep=16)
+
+
+@torch.no_grad()
+def test_text_conditioning_holds_each_blocks_text_terms():
+    """The per-block AdaLN vectors and cross-attention keys/values are those the blocks would compute themselves."""
+    model = tiny_model()
+    batch = inputs(5)
+    text = model.encode_text(batch["text_hidden_states"], batch["text_attention_mask"])
+    assert len(text.block_modulations) == len(text.cross_key_values) == len(model.blocks)
+    for block, modulation, (keys, values) in zip(model.blocks, text.block_modulations, text.cross_key_values):
+        for ours, reference in zip(modulation, block.modulation(text.condition)):
+            assert torch.equal(ours, reference)
+        kv = text.memory @ block.cross_attn.kv_proj.weight.T
+        width = model.config.hidden_size
+        heads = model.config.num_attention_heads
+        expected_keys = kv[..., :width].view(2, 6, heads, -1).transpose(1, 2)
+        expected_values = (kv[..., width:] + block.cross_attn.v_bias).view(2, 6, heads, -1).transpose(1, 2)
+        torch.testing.assert_close(keys, expected_keys, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(values, expected_values, atol=1e-6, rtol=1e-6)
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -278,3 +312,26 @@ def test_text_conditioning_and_raw_text_are_exclusive():
     text = model.encode_text(batch["text_hidden_states"], batch["text_attention_mask"])
     with pytest.raises(ValueError, match="not both"):
         model(batch["input_ids"], batch["prev_scale_features"], text_conditioning=text, drop_text=torch.tensor([1, 0]))
+
+
+def test_packed_linear_matches_f_linear_and_follows_weight_updates():
+    """The CPU inference path (oneDNN, packed weight) gives F.linear's result up to rounding, repacks when the weight
+    changes, and leaves training (autograd) on F.linear."""
+    import copy
+
+    from moscale.models.modeling_moscale import PackedLinear
+
+    torch.manual_seed(0)
+    layer = PackedLinear(48, 40)
+    x = torch.randn(3, 7, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
+        bias = torch.randn(40)
+        torch.testing.assert_close(layer(x, bias), F.linear(x, layer.weight, bias), atol=1e-5, rtol=1e-5)
+        layer.weight.mul_(2)  # an in-place update (an optimizer step, load_state_dict) must be seen
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
+        low = copy.deepcopy(layer).to(torch.bfloat16)  # a used layer still copies; another dtype is repacked
+        expected = F.linear(x.bfloat16(), low.weight, low.bias).float()
+        torch.testing.assert_close(low(x.bfloat16()).float(), expected, atol=0.05, rtol=0.02)
+    layer(x).sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.shape == (40, 48)
