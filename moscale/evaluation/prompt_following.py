@@ -298,9 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--data_dir", required=True, help="a procedural dataset folder (python -m moscale.synthetic)"
-    )
+    parser.add_argument("--data_dir", required=True, help="a procedural dataset folder (python -m moscale.synthetic)")
     parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the bundled pipeline)")
     parser.add_argument("--samples_per_category", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
