@@ -480,7 +480,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall time, or this process's CPU time (for a machine shared with other jobs; use one "
                         "thread, as several also count their spinning)")  # fmt: skip
-    parser.add_argument("--compare_official", "--compare-official", type=Path, default=None, metavar="PATH",
+    parser.add_argument("--compare_official", type=Path, default=None, metavar="PATH",
                         help="a checkout of github.com/zhiwei-zzz/MoScale: time its generate() too")  # fmt: skip
     parser.add_argument("--baseline", type=Path, default=None, metavar="PATH",
                         help="another checkout of this repository (e.g. the revision before a change): time its "

