@@ -14,6 +14,11 @@ attention, counted from the operations run), the achieved FLOP/s, and the FLOP/s
 the same matrix shapes timed in the same run (`matmul`), whose ratio is `efficiency`. The lower bound of the FLOPs
 is one pass over the current scale's tokens per refinement step (plus the text, once).
 
+With `--num_layers` (and `--quick`), the models keep the configuration's widths with fewer blocks; the time spent
+inside the blocks of each call (ours and the authors') is measured too, and each call is also extrapolated to the
+full depth: the time outside the blocks plus the block time scaled by full / timed depth. Ratios are printed for
+both.
+
 Settings: `transformer` times the sampler from text features to tokens (`output_type="latent"`); `end-to-end`
 adds the tokenizer, the text encoder (T5 v1.1-base with random weights for the paper configuration, the bundled
 MiniLM for the small one) and VQ decoding with joint recovery. `bf16` runs the transformer in bfloat16 (weights
@@ -196,7 +201,7 @@ class Setting:
     batch: int
     count_forwards: Callable[[], tuple[Callable[[], None], list[int]]] | None = None
     reference: str | None = None  # the setting whose tokens this one should reproduce
-    blocks_timed: bool = False  # runs the float32 transformer, whose blocks a BlockTimer may time
+    blocks: torch.nn.ModuleList | None = None  # the transformer blocks a call runs (eager), for depth extrapolation
     stats: dict = field(default_factory=dict)
 
 
@@ -214,7 +219,9 @@ def _count_our_forwards(pipe: MoScalePipeline):
     return lambda: delattr(transformer, "forward"), fed
 
 
-def our_setting(name, pipe, inputs, steps, use_cache, end_to_end=False, autocast=None, reference=None) -> Setting:
+def our_setting(
+    name, pipe, inputs, steps, use_cache, end_to_end=False, autocast=None, reference=None, compiled=False
+) -> Setting:
     states, mask, prompts = inputs
 
     def run() -> list[torch.Tensor]:
@@ -227,7 +234,8 @@ def our_setting(name, pipe, inputs, steps, use_cache, end_to_end=False, autocast
                 out = pipe(prompt_embeds=states, prompt_attention_mask=mask, output_type="latent", **common)
         return list(out.tokens)
 
-    return Setting(name, run, states.shape[0], lambda: _count_our_forwards(pipe), reference)
+    blocks = None if compiled else pipe.transformer.blocks
+    return Setting(name, run, states.shape[0], lambda: _count_our_forwards(pipe), reference, blocks)
 
 
 def official_setting(name, official, inputs, steps, use_cache, reference) -> Setting:
@@ -240,6 +248,7 @@ def official_setting(name, official, inputs, steps, use_cache, reference) -> Set
         fed: list[int] = []
         block = official.transformer.masked_blocks[0]
         forward, forward_cached = block.forward, block.forward_cached
+        own = {name: block.__dict__.get(name) for name in ("forward", "forward_cached")}  # e.g. a BlockTimer's
 
         def spy(x, *args, **kwargs):
             fed.append(x.shape[1])
@@ -252,11 +261,15 @@ def official_setting(name, official, inputs, steps, use_cache, reference) -> Set
         block.forward, block.forward_cached = spy, spy_cached
 
         def undo():
-            del block.forward, block.forward_cached
+            for name, method in own.items():
+                if method is None:
+                    delattr(block, name)
+                else:
+                    setattr(block, name, method)
 
         return undo, fed
 
-    return Setting(name, run, states.shape[0], count, reference)
+    return Setting(name, run, states.shape[0], count, reference, official.transformer.masked_blocks)
 
 
 def random_inputs(config: MoScaleConfig, batch: int, device, seed: int = 0):
@@ -273,13 +286,15 @@ def random_inputs(config: MoScaleConfig, batch: int, device, seed: int = 0):
 
 # -------------------------------------------------------------------------------------------------------- measuring
 class BlockTimer:
-    """Seconds spent inside the transformer's blocks since the last `reset` (for --quick's extrapolation)."""
+    """Seconds spent inside a transformer's blocks since the last `reset` (for the extrapolation to full depth)."""
 
-    def __init__(self, transformer: MoScaleForTextToMotion, device: torch.device, clock: str):
+    def __init__(self, blocks: torch.nn.ModuleList, device: torch.device, clock: str):
         self.seconds, self._started, self.device, self.now = 0.0, 0.0, device, CLOCKS[clock]
-        for block in transformer.blocks:
+        for block in blocks:
             block.register_forward_pre_hook(self._enter)
             block.register_forward_hook(self._leave)
+            if hasattr(block, "forward_cached"):  # the authors' cached steps call it directly, past the hooks
+                block.forward_cached = self._timed(block.forward_cached)
 
     def reset(self) -> None:
         self.seconds = 0.0
@@ -292,18 +307,29 @@ class BlockTimer:
         synchronize(self.device)
         self.seconds += self.now() - self._started
 
+    def _timed(self, method: Callable) -> Callable:
+        def run(*args, **kwargs):
+            self._enter()
+            out = method(*args, **kwargs)
+            self._leave()
+            return out
+
+        return run
+
 
 def measure_group(
     settings: list[Setting],
     repeats: int,
     device: torch.device,
     clock: str,
-    blocks: BlockTimer | None = None,
     depth_factor: float = 1.0,
+    timers: dict[int, BlockTimer] | None = None,
 ) -> None:
     """A counting warm-up call of each setting, then `repeats` interleaved rounds of timed calls and of the matmul
-    references. With `blocks` (a model cut to 1/depth_factor of its blocks), each call's seconds are also
-    extrapolated to the full depth: the time outside the blocks plus depth_factor times the time inside them."""
+    references. For models cut to 1/depth_factor of their blocks, the seconds of each call whose blocks are known
+    are also extrapolated to the full depth: the time outside the blocks plus depth_factor times the time inside
+    them. `timers` keeps one BlockTimer per block list across groups (its hooks stay on the blocks)."""
+    timers = {} if timers is None else timers
     for setting in settings:
         undo, fed = setting.count_forwards() if setting.count_forwards else (lambda: None, [])
         with OpCounter() as counter:
@@ -318,13 +344,16 @@ def measure_group(
         setting.gemms = counter.gemms
 
     def timed(setting: Setting) -> Callable[[], float]:
+        timer = None
+        if depth_factor != 1 and setting.blocks is not None:
+            timer = timers.setdefault(id(setting.blocks), BlockTimer(setting.blocks, device, clock))
+
         def run() -> float:
-            timing_blocks = blocks is not None and setting.blocks_timed
-            if timing_blocks:
-                blocks.reset()
+            if timer is not None:
+                timer.reset()
             seconds = time_call(setting.run, device, clock)
-            if timing_blocks:
-                setting.stats.setdefault("block_seconds", []).append(blocks.seconds)
+            if timer is not None:
+                setting.stats.setdefault("block_seconds", []).append(timer.seconds)
             return seconds
 
         return run
@@ -417,7 +446,7 @@ def group_settings(variants, e2e, official, baseline, inputs, steps, scopes) -> 
         for name, (pipe, autocast) in variants.items():
             if name != "fp32":
                 settings.append(our_setting(f"ours {name}", pipe, inputs, steps, True, autocast=autocast,
-                                            reference="ours fp32"))  # fmt: skip
+                                            reference="ours fp32", compiled="compile" in name))  # fmt: skip
     if official is not None:
         settings += [
             official_setting("authors fp32", official, inputs, steps, True, reference="ours fp32"),
@@ -425,8 +454,6 @@ def group_settings(variants, e2e, official, baseline, inputs, steps, scopes) -> 
         ]
     if e2e is not None:
         settings.append(our_setting("ours fp32 end-to-end", e2e, inputs, steps, True, end_to_end=True))
-    for setting in settings:  # these run the float32 pipeline's transformer (end-to-end shares it)
-        setting.blocks_timed = setting.name.startswith("ours fp32")
     return settings
 
 
@@ -457,12 +484,14 @@ def describe(setting: Setting) -> str:
     return line
 
 
-def ratio(settings: list[Setting], slow: str, fast: str) -> float | None:
-    """median(slow) / median(fast) of two settings of one group (None when either is absent)."""
-    by_name = {s.name: s for s in settings}
-    if slow not in by_name or fast not in by_name:
+def ratio(settings: list[Setting], slow: str, fast: str, full_depth: bool = False) -> float | None:
+    """median(slow) / median(fast) of two settings of one group, of the seconds measured or (`full_depth`) of those
+    extrapolated to the full depth; None when either setting or extrapolation is absent."""
+    key = "full_depth_seconds_per_sample" if full_depth else "seconds_per_sample"
+    by_name = {s.name: s.stats for s in settings}
+    if key not in by_name.get(slow, {}) or key not in by_name.get(fast, {}):
         return None
-    return by_name[slow].stats["seconds_per_call"]["median"] / by_name[fast].stats["seconds_per_call"]["median"]
+    return by_name[slow][key]["median"] / by_name[fast][key]["median"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -531,8 +560,7 @@ def main(argv: list[str] | None = None) -> None:
             variants = precision_variants(pipe, device, args.quick)
             baseline = baseline_pipeline(import_baseline(args.baseline), pipe) if args.baseline else None
             e2e = with_text_encoder(pipe, config_name).to(device) if "end-to-end" in args.scopes else None
-            depth_factor = full_depth / config.num_layers
-            blocks = BlockTimer(pipe.transformer, device, args.clock) if depth_factor != 1 else None
+            depth_factor, timers = full_depth / config.num_layers, {}
             for batch in args.batch_sizes:
                 inputs = random_inputs(config, batch, device)
                 for schedule in args.schedules:
@@ -540,7 +568,7 @@ def main(argv: list[str] | None = None) -> None:
                     settings = group_settings(variants, e2e, official, baseline, inputs, steps, args.scopes)
                     if args.settings:
                         settings = [s for s in settings if s.name in args.settings or s.name == "ours fp32"]
-                    measure_group(settings, args.repeats, device, args.clock, blocks, depth_factor)
+                    measure_group(settings, args.repeats, device, args.clock, depth_factor, timers)
                     lower_bound = lower_bound_flops(pipe, steps, device)
                     print(f"\n{config_name} config ({config.num_layers} blocks), batch {batch}, refinement {steps}, "
                           f"lower bound {lower_bound / 1e9:.1f} GFLOP/sample:")  # fmt: skip
@@ -553,21 +581,26 @@ def main(argv: list[str] | None = None) -> None:
                                        ("baseline fp32", "ours fp32"),
                                        ("authors fp32", "ours fp32"), ("authors fp32", "ours bf16"),
                                        ("authors fp32 no-cache", "authors fp32")):  # fmt: skip
-                        value = ratio(settings, slow, fast)
+                        value, extrapolated = ratio(settings, slow, fast), ratio(settings, slow, fast, True)
                         if value is not None:
-                            print(f"  {slow} / {fast}: {value:.2f}x")
+                            print(f"  {slow} / {fast}: {value:.2f}x" + (
+                                "" if extrapolated is None else f" ({extrapolated:.2f}x at full depth)"))  # fmt: skip
                     rows += [row(config_name, batch, schedule, setting, lower_bound) for setting in settings]
                     if (config_name, batch, steps) == ("paper", 32, S18):
+                        # With fewer blocks than the paper's, times and ratios are those extrapolated to 16 blocks.
+                        cut = depth_factor != 1
                         ours = next(s for s in settings if s.name == "ours fp32").stats
-                        headline["kv_speedup_s18"] = ratio(settings, "ours fp32 no-cache", "ours fp32")
-                        headline["per_sample_s18_b32_s"] = ours["seconds_per_sample"]["median"]
+                        headline["kv_speedup_s18"] = ratio(settings, "ours fp32 no-cache", "ours fp32", cut)
+                        per_sample = ours["full_depth_seconds_per_sample" if cut else "seconds_per_sample"]
+                        headline["per_sample_s18_b32_s"] = per_sample["median"]
                         headline["matmul_efficiency_s18_b32"] = ours["efficiency"]
-                        if depth_factor != 1:
-                            headline["per_sample_s18_b32_s"] = ours["full_depth_seconds_per_sample"]["median"]
+                        if cut:
                             headline["blocks_timed"] = config.num_layers
-                        official_ratio = ratio(settings, "authors fp32", "ours fp32")
-                        if official_ratio is not None:
-                            headline["speedup_vs_authors_s18_b32"] = official_ratio
+                        for name, slow, fast in (("speedup_vs_authors_s18_b32", "authors fp32", "ours fp32"),
+                                                 ("bf16_speedup_vs_authors_s18_b32", "authors fp32", "ours bf16")):  # fmt: skip
+                            value = ratio(settings, slow, fast, cut)
+                            if value is not None:
+                                headline[name] = value
 
     if args.json:
         print(json.dumps({**headline, "machine": machine, "rows": rows}, default=str))
