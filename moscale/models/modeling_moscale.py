@@ -380,8 +380,10 @@ class PackedLinear(nn.Linear):
     with the weight; training, other devices and `torch.compile` use `F.linear`.
     """
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """`bias`, when given, replaces the module's own (the self-attention assembles its q/k/v bias)."""
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, gelu_tanh: bool = False) -> torch.Tensor:
+        """`bias`, when given, replaces the module's own (the self-attention assembles its q/k/v bias). `gelu_tanh`
+        applies `F.gelu(approximate="tanh")` to the output; oneDNN does it inside the product (no second pass over
+        the output), which differs from the separate call by float rounding only."""
         bias = self.bias if bias is None else bias
         weight = self.weight
         if (
@@ -392,8 +394,11 @@ class PackedLinear(nn.Linear):
             and not (torch.is_grad_enabled() and (weight.requires_grad or x.requires_grad))
             and not torch.compiler.is_compiling()
         ):
+            if gelu_tanh:
+                return torch.ops.mkldnn._linear_pointwise(x, _packed_weight(weight), bias, "gelu", [], "tanh")
             return torch.ops.mkldnn._linear_pointwise(x, _packed_weight(weight), bias, "none", [], "")
-        return F.linear(x, weight, bias)
+        out = F.linear(x, weight, bias)
+        return F.gelu(out, approximate="tanh") if gelu_tanh else out
 
 
 def _packed_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -533,7 +538,7 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.fc2(F.gelu(self.fc1(x), approximate="tanh")))
+        return self.dropout(self.fc2(self.fc1(x, gelu_tanh=True)))
 
 
 class MoScaleBlock(nn.Module):

@@ -318,8 +318,8 @@ def test_text_conditioning_and_raw_text_are_exclusive():
 
 
 def test_packed_linear_matches_f_linear_and_follows_weight_updates():
-    """The CPU inference path (oneDNN, packed weight) gives F.linear's result up to rounding, repacks when the weight
-    changes, and leaves training (autograd) on F.linear."""
+    """The CPU inference path (oneDNN, packed weight) gives F.linear's result up to rounding, also with the GELU
+    fused into the product, repacks when the weight changes, and leaves training (autograd) on F.linear."""
     import copy
 
     from moscale.models.modeling_moscale import PackedLinear
@@ -331,10 +331,15 @@ def test_packed_linear_matches_f_linear_and_follows_weight_updates():
         torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
         bias = torch.randn(40)
         torch.testing.assert_close(layer(x, bias), F.linear(x, layer.weight, bias), atol=1e-5, rtol=1e-5)
+        expected = F.gelu(F.linear(x, layer.weight, layer.bias), approximate="tanh")
+        torch.testing.assert_close(layer(x, gelu_tanh=True), expected, atol=1e-5, rtol=1e-5)
         layer.weight.mul_(2)  # an in-place update (an optimizer step, load_state_dict) must be seen
         torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
         low = copy.deepcopy(layer).to(torch.bfloat16)  # a used layer still copies; another dtype is repacked
         expected = F.linear(x.bfloat16(), low.weight, low.bias).float()
         torch.testing.assert_close(low(x.bfloat16()).float(), expected, atol=0.05, rtol=0.02)
-    layer(x).sum().backward()
+    expected = F.gelu(F.linear(x, layer.weight, layer.bias), approximate="tanh")
+    trained = layer(x, gelu_tanh=True)
+    torch.testing.assert_close(trained, expected, atol=0, rtol=0)
+    trained.sum().backward()
     assert layer.weight.grad is not None and layer.weight.grad.shape == (40, 48)
