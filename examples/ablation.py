@@ -299,7 +299,7 @@ def train_moscale(args, seed: int, gamma_max: float, output_dir: Path) -> dict:
     argv = train_arguments(args, seed, output_dir)
     argv += ["--no_hierarchical_refinement"] if gamma_max == 0 else ["--gamma_max", str(gamma_max)]
     summary = moscale_training.main(moscale_training.parse_args(argv))
-    keep = ("train_seconds", "final_loss", "steps", "validation")
+    keep = ("train_seconds", "train_cpu_seconds", "final_loss", "steps", "validation")
     return {name: summary[name] for name in keep}
 
 
@@ -348,7 +348,7 @@ def train_next_token(args, seed: int, output_dir: Path, vq_model: MoScaleVQModel
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine_lambda(train_args.lr_warmup_steps, train_args.lr_schedule_steps)
     )
-    losses, step, epoch, start = [], 0, 0, time.time()
+    losses, step, epoch, start, start_cpu = [], 0, 0, time.time(), time.process_time()
     while step < args.max_train_steps:
         sampler.set_epoch(epoch)
         data.set_epoch(epoch)
@@ -371,6 +371,7 @@ def train_next_token(args, seed: int, output_dir: Path, vq_model: MoScaleVQModel
         epoch += 1
     summary = {
         "train_seconds": round(time.time() - start, 1),
+        "train_cpu_seconds": round(time.process_time() - start_cpu, 1),  # all threads; less affected by other jobs
         "final_loss": float(np.mean(losses[-50:])),
         "steps": step,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -720,10 +721,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     evaluate = Evaluator(items, args.evaluator_path, data_format.fps)
     common = {"eval_split": args.eval_split, "eval_clips": len(items), "max_train_steps": args.max_train_steps}
 
-    def record(model: str, steps, seed: int, scores: dict, trained: dict, sample_seconds: float) -> None:
+    def record(model: str, steps, seed: int, scores: dict, trained: dict, started: tuple[float, float]) -> None:
+        """One result file; `started`: wall and CPU clocks before sampling (the seconds count the scoring too)."""
         result = {"row": row_name(model, steps), "label": row_label(model, steps), "model": model, "seed": seed}
-        result.update(refinement_steps=list(steps) if steps else None, sample_seconds=round(sample_seconds, 1))
-        result.update(train_seconds=trained["train_seconds"], final_loss=trained["final_loss"], **common, **scores)
+        result.update(
+            refinement_steps=list(steps) if steps else None, sample_seconds=round(time.time() - started[0], 1)
+        )
+        result.update(sample_cpu_seconds=round(time.process_time() - started[1], 1))
+        result.update(train_seconds=trained["train_seconds"], train_cpu_seconds=trained.get("train_cpu_seconds"))
+        result.update(final_loss=trained["final_loss"], **common, **scores)
         result["validation"] = trained.get("validation")  # MoScale's masked-token loss and accuracy on val
         write_atomic(args.output_dir / "results" / f"{result['row']}__seed_{seed}.json", json.dumps(result, indent=2))
 
@@ -741,14 +747,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         pipeline.set_progress_bar_config(disable=True)
         summary = folder / "training_summary.json"
         trained = json.loads(summary.read_text()) if summary.is_file() else {}
-        trained = {"train_seconds": trained.get("train_seconds"), "final_loss": trained.get("final_loss")}
+        trained = {name: trained.get(name) for name in ("train_seconds", "train_cpu_seconds", "final_loss")}
         for steps in schedules:
             if done(f"pipeline_{folder.name}", steps, args.sampling_seed):
                 continue
-            start = time.time()
+            started = time.time(), time.process_time()
             features, joints = sample_moscale(pipeline, items, steps, args)
             scores = evaluate(features, joints)
-            record(f"pipeline_{folder.name}", steps, args.sampling_seed, scores, trained, time.time() - start)
+            record(f"pipeline_{folder.name}", steps, args.sampling_seed, scores, trained, started)
         write_report(args.output_dir)
     for seed in args.seeds:
         for gamma_max in args.gamma_max_values:
@@ -763,9 +769,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             pipeline = MoScalePipeline.from_pretrained(folder)
             pipeline.set_progress_bar_config(disable=True)
             for steps in schedules:
-                start = time.time()
+                started = time.time(), time.process_time()
                 features, joints = sample_moscale(pipeline, items, steps, args)
-                record(model, steps, seed, evaluate(features, joints), trained, time.time() - start)
+                record(model, steps, seed, evaluate(features, joints), trained, started)
             write_report(args.output_dir)
 
         for tokens in args.next_token_tokenizers:
@@ -780,11 +786,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             baseline = NextTokenBaselineForTextToMotion.from_pretrained(folder).eval()
             train_args = moscale_training.parse_args(train_arguments(args, seed, folder))
             text_encoder, tokenizer, _ = moscale_training.load_frozen_text_encoder(train_args)
-            start = time.time()
+            started = time.time(), time.process_time()
             features, joints = sample_next_token(
                 baseline, token_vqs[tokens], text_encoder, tokenizer, mean, std, items, args
             )
-            record(model, None, seed, evaluate(features, joints), trained, time.time() - start)
+            record(model, None, seed, evaluate(features, joints), trained, started)
             write_report(args.output_dir)
 
     ceilings_path = args.output_dir / "ceilings.json"

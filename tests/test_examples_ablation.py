@@ -87,6 +87,7 @@ def test_every_variant_trains_and_evaluates(workspace):
         assert np.isfinite(result["evaluator"]["fid"]) and 0 <= result["evaluator"]["r_precision_top1"] <= 1
         assert 0 <= result["plausibility"]["plausible_fraction"] <= 1
         assert result["train_seconds"] >= 0 and np.isfinite(result["final_loss"])
+        assert result["train_cpu_seconds"] >= 0 and result["sample_cpu_seconds"] > 0
     # TR is a sampling setting: both rows of one gamma come from one trained model, sampled differently.
     base = json.loads((output / "results" / "moscale_gamma_0__steps_1-1-1-1__seed_0.json").read_text())
     refined = json.loads((output / "results" / "moscale_gamma_0__steps_1-2-1-2__seed_0.json").read_text())
