@@ -86,6 +86,7 @@ class NextTokenBaselineForTextToMotion(MoScalePreTrainedModel):
     # (one scale, not four) and in which order (one token at a time, left to right).
     encode_text = MoScaleForTextToMotion.encode_text
     _check_text = MoScaleForTextToMotion._check_text
+    head_modulation = MoScaleForTextToMotion.head_modulation
     final_norm = MoScaleForTextToMotion.final_norm
 
     def __init__(self, config: MoScaleConfig):
@@ -183,7 +184,7 @@ class NextTokenBaselineForTextToMotion(MoScalePreTrainedModel):
             )
         if not past_key_values:  # only the last start token and the codes predict something
             hidden_BlE = hidden_BlE[:, self.num_start_tokens - 1 :]
-        logits_BlV = self.head(self.final_norm(hidden_BlE, text_conditioning.condition)).float()
+        logits_BlV = self.head(self.final_norm(hidden_BlE, text_conditioning.head_modulation)).float()
         loss = None
         if labels is not None:
             targets = labels.masked_fill(labels < 0, -100).reshape(-1)
