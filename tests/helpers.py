@@ -231,14 +231,15 @@ def perfect_generator(rows, settings, repeat, noise=0.0):
     return generate
 
 
-def load_script(name: str):
-    """The example script `examples/<name>.py` as a module (its own directory on sys.path, as when it runs)."""
+def load_script(name: str, folder: str = "examples"):
+    """The script `<folder>/<name>.py` as a module (its own directory on sys.path, as when it runs)."""
     import importlib.util
     import sys
 
-    examples = ROOT / "examples"
-    sys.path.insert(0, str(examples))
-    spec = importlib.util.spec_from_file_location(f"examples_{name}", examples / f"{name}.py")
+    scripts = ROOT / folder
+    sys.path.insert(0, str(scripts))
+    spec = importlib.util.spec_from_file_location(f"{folder}_{name}", scripts / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
     spec.loader.exec_module(module)
     return module

@@ -218,7 +218,7 @@ def test_teacher_forced_forward(fixture, models, report, branch):
         for b in range(len(transformer.blocks)):
             ref = t[f"tf.cond.block_output.block{b}"]
             check_close(report, f"tf.cond.block_output.block{b}", out.hidden_states[b + 1], ref, rel)
-        head_in = transformer.final_norm(out.hidden_states[-1], text.condition)
+        head_in = transformer.final_norm(out.hidden_states[-1], transformer.head_modulation(text.condition))
         check_close(report, "tf.cond.head_nm_output", head_in, t["tf.cond.head_nm_output"], rel)
     check_close(report, f"tf.{branch}.logits", out.logits, t[f"tf.{branch}.logits"], rel, BRIEF_LIMIT)
     check_close(report, f"tf.{branch}.ce_loss", out.loss.reshape(1), t[f"tf.{branch}.ce_loss"], rel)

@@ -16,7 +16,7 @@ resume_flag() {  # resume a stage only when it has a complete checkpoint
 
 # 1. Data: 10,000 procedural clips with exact ground truth (train 8,000 / val 500 / test 1,500 by the generator).
 if [ ! -f "$data/semantics.jsonl" ]; then
-    python -m moscale.synthetic --out "$data" --num-clips 10000 --seed 0
+    python -m moscale.synthetic --output_dir "$data" --num_clips 10000 --seed 0
 fi
 
 # 2. Tokenizer: the cpu-small preset, 14 epochs of batch 64 (1,750 steps).

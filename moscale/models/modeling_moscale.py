@@ -231,6 +231,7 @@ class MoScaleTextConditioning(ModelOutput):
         normed_text: (B, S, X) text (or unconditional rows) after RMSNorm.
         block_modulations: per block, its six (B, 1, E) AdaLN vectors (`MoScaleBlock.modulation(condition)`).
         cross_key_values: per block, its cross-attention keys and values of the memory, (B, H, S, d) each.
+        head_modulation: the (B, 1, E) scale and shift of the AdaLN before the head (`head_modulation(condition)`).
     """
 
     start_tokens: torch.FloatTensor | None = None
@@ -240,6 +241,7 @@ class MoScaleTextConditioning(ModelOutput):
     normed_text: torch.FloatTensor | None = None
     block_modulations: tuple[tuple[torch.FloatTensor, ...], ...] | None = None
     cross_key_values: tuple[tuple[torch.FloatTensor, torch.FloatTensor], ...] | None = None
+    head_modulation: tuple[torch.FloatTensor, torch.FloatTensor] | None = None
 
 
 class MoScaleKVCache:
@@ -714,6 +716,7 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
             memory_mask=mask_BS,
             normed_text=normed_BSX,
             block_modulations=tuple(block.modulation(condition_B1A) for block in self.blocks),
+            head_modulation=self.head_modulation(condition_B1A),
             cross_key_values=tuple(block.cross_attn.project_memory(memory_BSA) for block in self.blocks),
         )
 
@@ -754,9 +757,13 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         emb_BlC = torch.where((ids_Bl == PAD_ID)[..., None], self.pad_token_embedding, emb_BlC)
         return self.token_proj(emb_BlC)
 
-    def final_norm(self, hidden_BlE: torch.Tensor, condition_B1A: torch.Tensor) -> torch.Tensor:
-        """AdaLN before the head: LN(h) * (1 + scale) + shift."""
-        scale, shift = self.head_adaln_modulation(F.silu(condition_B1A)).chunk(2, dim=-1)
+    def head_modulation(self, condition_B1A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (B, 1, E) scale and shift of the AdaLN before the head."""
+        return self.head_adaln_modulation(F.silu(condition_B1A)).chunk(2, dim=-1)
+
+    def final_norm(self, hidden_BlE: torch.Tensor, modulation: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """AdaLN before the head: LN(h) * (1 + scale) + shift, with `modulation` = (scale, shift)."""
+        scale, shift = modulation
         return self.head_norm(hidden_BlE) * (1 + scale) + shift
 
     def scale_boundaries(self) -> tuple[int, ...]:
@@ -884,7 +891,7 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
                 hidden_states.append(hidden_BlE)
 
         kept_BlE = hidden_BlE[:, -logits_to_keep:] if logits_to_keep else hidden_BlE
-        logits_BlV = self.head(self.final_norm(kept_BlE, text.condition)).float()
+        logits_BlV = self.head(self.final_norm(kept_BlE, text.head_modulation)).float()
         loss = None
         if labels is not None:
             if labels.shape != input_ids.shape:

@@ -1,4 +1,4 @@
-"""Plausibility figures of generated clips: `python -m moscale.synthetic.plausibility --num-clips 1000 --seed 0`.
+"""Plausibility figures of generated clips: `python -m moscale.synthetic.plausibility --num_clips 1000 --seed 0`.
 
 Per clip: bone-length error, planted-foot height error and sliding, flight outside jumps and runs, jump clearance
 and flight time, speed and acceleration peaks (and the farthest any joint moves in one frame, per action), knee,
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--num-clips", type=int, default=1000)
+    parser.add_argument("--num_clips", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     worst, spread = summary(args.num_clips, args.seed)

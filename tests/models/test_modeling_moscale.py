@@ -174,11 +174,14 @@ def test_logits_to_keep_gives_the_last_positions_logits():
 
 @torch.no_grad()
 def test_text_conditioning_holds_each_blocks_text_terms():
-    """The per-block AdaLN vectors and cross-attention keys/values are those the blocks would compute themselves."""
+    """The per-block AdaLN vectors, cross-attention keys/values and the head's AdaLN vectors are those the blocks and
+    the head would compute themselves."""
     model = tiny_model()
     batch = inputs(5)
     text = model.encode_text(batch["text_hidden_states"], batch["text_attention_mask"])
     assert len(text.block_modulations) == len(text.cross_key_values) == len(model.blocks)
+    for ours, reference in zip(text.head_modulation, model.head_adaln_modulation(F.silu(text.condition)).chunk(2, -1)):
+        assert torch.equal(ours, reference)
     for block, modulation, (keys, values) in zip(model.blocks, text.block_modulations, text.cross_key_values):
         for ours, reference in zip(modulation, block.modulation(text.condition)):
             assert torch.equal(ours, reference)

@@ -60,5 +60,5 @@ def test_build_dataset_with_one_bad_file_writes_nothing(tmp_path):
     captions.write_text("cmu_jumping_jacks\ta person does jumping jacks.\nwave_hello\ta person waves.\n")
     out = tmp_path / "dataset"
     with pytest.raises(ValueError, match=f"{bad}, line 188: frame 1, channel Yposition of joint 'Hips' is 'inf'"):
-        main(["build-dataset", str(clips), "--captions", str(captions), "--out", str(out)])
+        main(["build-dataset", str(clips), "--captions", str(captions), "--output_dir", str(out)])
     assert not out.exists()

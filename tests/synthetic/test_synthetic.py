@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -43,6 +44,7 @@ from moscale.synthetic.plausibility import (
     jump_flights,
     signed_knee_flexion,
 )
+from moscale.synthetic.plausibility import main as plausibility_main
 from moscale.synthetic.statistics import dataset_statistics
 from moscale.synthetic.statistics import main as statistics_main
 from moscale.synthetic.timeline import FPS, GRAVITY
@@ -287,7 +289,7 @@ def test_written_folder_loads_and_does_not_depend_on_workers(tmp_path):
 
 def test_cli_writes_a_folder_that_moscale_data_loads_unchanged(tmp_path):
     root = tmp_path / "data"
-    cli_main(["--out", str(root), "--num-clips", "8", "--seed", "2", "--workers", "1"])
+    cli_main(["--output_dir", str(root), "--num_clips", "8", "--seed", "2", "--workers", "1"])
     records = {r["id"]: r for r in map(json.loads, (root / "semantics.jsonl").read_text().splitlines())}
     mean, std = load_mean_std(root, HUMANML3D.feature_dim)
     transform = MotionTransform(mean, std, random_crop=False, random_caption=False)
@@ -327,10 +329,19 @@ def test_dataset_statistics_count_what_semantics_holds(tmp_path, capsys):
         dataset_statistics(tmp_path)
 
 
+@pytest.mark.parametrize("command", [cli_main, plausibility_main, statistics_main])
+def test_cli_flags_are_spelled_with_underscores(command, capsys):
+    """The project's one flag spelling (--output_dir, --num_clips), as `moscale --help` shows it."""
+    with pytest.raises(SystemExit):
+        command(["--help"])
+    flags = re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", capsys.readouterr().out)
+    assert "--help" in flags and not [flag for flag in flags if "-" in flag[2:]], flags
+
+
 def test_cli_refuses_to_overwrite(tmp_path):
-    cli_main(["--out", str(tmp_path / "data"), "--num-clips", "3", "--seed", "2", "--workers", "1"])
+    cli_main(["--output_dir", str(tmp_path / "data"), "--num_clips", "3", "--seed", "2", "--workers", "1"])
     assert len(list((tmp_path / "data" / "texts").glob("*.txt"))) == 3
     with pytest.raises(FileExistsError, match="overwrite"):
-        cli_main(["--out", str(tmp_path / "data"), "--num-clips", "3", "--workers", "1"])
+        cli_main(["--output_dir", str(tmp_path / "data"), "--num_clips", "3", "--workers", "1"])
     with pytest.raises(SystemExit):
-        cli_main(["--out", str(tmp_path / "other"), "--num-clips", "0"])
+        cli_main(["--output_dir", str(tmp_path / "other"), "--num_clips", "0"])
