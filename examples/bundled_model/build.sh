@@ -49,17 +49,18 @@ if [ ! -f "$work/pipeline/model_index.json" ]; then
         --checkpointing_steps 250 --validation_steps 1000 --logging_steps 25 $(resume_flag "$work/pipeline")
 fi
 
-# 4. The bundled folder: the pipeline's components and model index, without checkpoints, logs or caches.
+# 4. The bundled folder: the pipeline's components and model index, without checkpoints, logs or caches. Its model
+#    card (README.md) stays: it is written by hand from the figures of step 5.
 bundled=moscale/pretrained/moscale-procedural
-rm -rf "$bundled"
 mkdir -p "$bundled"
+for component in model_index.json vq_model transformer scheduler length_estimator; do rm -rf "${bundled:?}/$component"; done
 cp -r "$work/pipeline/model_index.json" "$work/pipeline/vq_model" "$work/pipeline/transformer" "$bundled/"
 for optional in scheduler length_estimator; do
     if [ -d "$work/pipeline/$optional" ]; then cp -r "$work/pipeline/$optional" "$bundled/"; fi
 done
 
 # 5. What it does: detector agreement per category on test-split captions and unseen phrasings, fixed seeds.
-python -m moscale.evaluation.prompt_following --data_dir "$data" --model "$bundled" --seed 0 \
+python -m moscale.evaluation.prompt_following --data_dir "$data" --model "$bundled" --seed 0 --samples_per_category 40 \
     --output_dir "$work/prompt_following"
 python examples/bundled_model/compare_text_encoders.py --data_dir "$data" > "$work/text_encoders.md"
 python examples/bundled_model/tokenizer_ceiling.py --data_dir "$data" > "$work/tokenizer_ceiling.txt"
