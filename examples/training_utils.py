@@ -160,7 +160,9 @@ def load_split(
         if report is not None and report.items == 0:
             raise TrainingInputError(
                 f"split {split!r} of {data_dir} has no usable clip ({report.summary()}). Clips must have "
-                f"{format.min_length} to {format.max_length - 1} frames; add such motions to {split}.txt."
+                f"{format.min_length} to {format.max_length - 1} frames; add such motions to {split}.txt, or name "
+                "another split with --train_split / --validation_split (--validation_split '' trains without "
+                "validation)."
             ) from error
         raise TrainingInputError(
             f"{error}. Fix or remove that motion, or pass the --dataset_format of this folder "
