@@ -1,16 +1,20 @@
 #!/usr/bin/env python
 """Do MoScale's claims hold on the procedural benchmark? Train and evaluate the ablation variants on one budget.
 
-    python examples/ablation.py --data_dir data/procedural --vq_model models/vq --output_dir runs/ablation \
+    python examples/ablation.py --data_dir data/procedural --vq_model models/vq \
+        --single_scale_vq_model models/vq_single_scale --output_dir runs/ablation \
         --seeds 0 1 2 --max_train_steps 1500 --evaluator_path evaluators/procedural
 
-Trained, with the same data, tokenizer (`--vq_model`, shared by every variant so that only the generator differs),
-frozen text encoder and cached text features, model size, batch, number of steps and learning-rate schedule:
+Trained, with the same data, frozen text encoder and cached text features, model size, batch, number of steps and
+learning-rate schedule, and (but for the single-scale baseline) the same tokenizer `--vq_model`:
 
 * one MoScale transformer per `--gamma_max_values` entry (through `examples/train.py`; gamma_max 0 is
   `--no_hierarchical_refinement`);
-* the next-token baseline of `examples/next_token_baseline.py` (T2M-GPT's recipe on the tokenizer's finest scale,
-  MoScale's blocks and width), unless `--no_next_token`.
+* the next-token baseline of `examples/next_token_baseline.py` (T2M-GPT's recipe with MoScale's blocks and width)
+  on each tokenizer of `--next_token_tokenizers`: `single_scale`, its own single-scale tokenizer
+  (`--single_scale_vq_model`: `examples/train_vq.py` with `--vq_model`'s flags and `--scales 1`, so the same size
+  and training budget; checked here), T2M-GPT's setting and the fair comparison; `finest_scale`, the shared
+  tokenizer's finest scale alone, which keeps the tokenizer fixed but caps what the baseline can express.
 
 Temporal refinement (TR) is a sampling setting, so every MoScale model is sampled twice: with one step per scale
 (1, 1, 1, 1) and with `--refinement_steps` (the paper's (1, 2, 5, 10)). The paper's rows are then
@@ -28,9 +32,9 @@ ground-truth length, one sample per clip from a fixed generator:
   (bone lengths, nothing below the floor, no joint jumping 0.5 m in a frame), and the mean joint acceleration as a
   measure of local smoothness.
 
-The same measures on the ground-truth joints and on the tokenizer's reconstructions (all scales, and the finest
-scale alone as the next-token baseline uses it) give the ceilings: a generator cannot beat the detectors on the
-real motions, nor, usually, the reconstruction of its own tokenizer.
+The same measures on the ground-truth joints and on the tokenizers' reconstructions (the shared one with all
+scales and with its finest scale alone, and the single-scale one) give the ceilings: a generator cannot beat the
+detectors on the real motions, nor, usually, the reconstruction of its own tokenizer.
 
 Results go to `<output_dir>/results/<row>__seed_<s>.json` (one file per row and seed, so several processes, e.g.
 one per seed, can share an output folder), the models to `<output_dir>/models/seed_<s>/<model>/`, and the table
@@ -42,6 +46,7 @@ elsewhere (e.g. the bundled model), sampled with and without TR; their seed is t
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -60,6 +65,7 @@ from torch.utils.data import DataLoader
 from training_utils import (
     EpochShuffleSampler,
     SeededMotionDataset,
+    TrainingInputError,
     load_split,
     parameter_groups,
     warmup_cosine_lambda,
@@ -68,7 +74,7 @@ from training_utils import (
 from moscale.evaluation.metrics import PROTOCOL_BATCH_SIZE, fid, matching_score, r_precision
 from moscale.evaluation.prompt_following import PLAUSIBILITY_LIMITS, motion_plausibility
 from moscale.evaluation.semantic_accuracy import CATEGORIES, detect_actions, load_semantics, semantic_accuracy
-from moscale.models.modeling_moscale_vq import MoScaleVQModel
+from moscale.models.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
 from moscale.motion.data import FOLDER_FORMATS, MotionCollator, MotionTransform, load_mean_std
 from moscale.motion.representation import recover_from_ric
 from moscale.pipelines.pipeline_moscale import MoScalePipeline
@@ -84,25 +90,48 @@ MODEL_SIZE = (
     "max_text_length",
 )
 NO_REFINEMENT = (1, 1, 1, 1)
-NEXT_TOKEN = "next_token"
+NEXT_TOKEN = "next_token"  # on the shared tokenizer's finest scale
+NEXT_TOKEN_SINGLE_SCALE = "next_token_single_scale"  # on its own single-scale tokenizer
+NEXT_TOKEN_MODELS = {"single_scale": NEXT_TOKEN_SINGLE_SCALE, "finest_scale": NEXT_TOKEN}
 CEILINGS = {
     "ground_truth": "ground-truth joints (detector ceiling)",
     "vq_all_scales": "tokenizer reconstruction, all scales (MoScale's tokens)",
-    "vq_finest_scale": "tokenizer reconstruction, finest scale only (next-token's tokens)",
+    "vq_finest_scale": "tokenizer reconstruction, finest scale only (finest-scale next-token's tokens)",
+    "vq_single_scale": "single-scale tokenizer reconstruction (single-scale next-token's tokens)",
 }
+# train_vq.py flags that decide what a tokenizer learns from and for how long: the single-scale tokenizer must match
+# the shared one on every one of them (its paths, logging and checkpoints may differ).
+TOKENIZER_BUDGET = (
+    "dataset_format", "train_split", "seed", "train_batch_size", "gradient_accumulation_steps", "num_train_epochs",
+    "max_train_steps", "learning_rate", "adam_beta1", "adam_beta2", "adam_weight_decay", "max_grad_norm",
+    "mixed_precision", "lr_warmup_steps", "lr_decay_epochs", "lr_decay_steps", "lr_decay_factor",
+)  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_dir", type=Path, required=True, help="A procedural dataset (moscale.synthetic).")
     parser.add_argument("--vq_model", type=Path, required=True, help="The trained tokenizer every variant shares.")
+    parser.add_argument(
+        "--single_scale_vq_model",
+        type=Path,
+        default=None,
+        help="The single-scale next-token baseline's tokenizer: examples/train_vq.py with --vq_model's flags and "
+        "--scales 1.",
+    )
     parser.add_argument("--output_dir", type=Path, required=True)
     parser.add_argument(
         "--cache_dir", type=Path, default=None, help="Motion and text-feature caches (default: inside)."
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--gamma_max_values", type=float, nargs="*", default=[0.0, 0.3, 0.6, 0.9])
-    parser.add_argument("--no_next_token", action="store_true", help="Skip the next-token baseline.")
+    parser.add_argument(
+        "--next_token_tokenizers",
+        nargs="*",
+        choices=sorted(NEXT_TOKEN_MODELS),
+        default=["single_scale", "finest_scale"],
+        help="Next-token baselines to train: on --single_scale_vq_model, on --vq_model's finest scale (none: skip).",
+    )
     parser.add_argument("--skip_existing", action="store_true", help="Reuse models and results already written.")
     parser.add_argument("--no_ceilings", action="store_true", help="Leave the ceilings to another process.")
     train = parser.add_argument_group("training budget (the same for every variant)")
@@ -142,6 +171,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--gamma_max_values must lie in [0, 1]")
     if args.preset not in moscale_training.PRESETS:
         parser.error(f"--preset must be one of {sorted(moscale_training.PRESETS)}")
+    if "single_scale" in args.next_token_tokenizers and args.single_scale_vq_model is None:
+        parser.error(
+            "the single_scale next-token baseline needs --single_scale_vq_model: train it with examples/train_vq.py "
+            "and the flags of --vq_model plus --scales 1, or leave single_scale out of --next_token_tokenizers"
+        )
     if args.text_encoder:
         args.text_encoder_package = None
     args.cache_dir = args.cache_dir or args.output_dir / "cache"
@@ -161,6 +195,8 @@ def row_label(model: str, steps: tuple[int, ...] | None) -> str:
     """The paper's names where they apply (Base, +HR, +TR, +HR&TR at gamma_max 0.6), else the settings."""
     if model == NEXT_TOKEN:
         return "next-token (finest scale, causal)"
+    if model == NEXT_TOKEN_SINGLE_SCALE:
+        return "next-token (single-scale tokenizer, causal)"
     if model.startswith("pipeline_"):
         return (
             f"trained pipeline '{model.removeprefix('pipeline_')}' (its own budget), steps {','.join(map(str, steps))}"
@@ -171,6 +207,63 @@ def row_label(model: str, steps: tuple[int, ...] | None) -> str:
     name = paper.get((gamma, refined))
     settings = f"gamma_max {gamma:g}, steps {','.join(map(str, steps))}"
     return f"{name} ({settings})" if name else settings
+
+
+# ---------------------------------------------------------------------------------------------------- tokenizers
+def tokenizer_budget(path: Path) -> dict[str, Any] | None:
+    """The budget flags of the train_vq.py run that saved `path` (its last start's: a resumed run may extend the
+    budget) and the steps it took; None when the folder has no train_vq.py log or summary."""
+    log, summary = path / "logs" / "train_vq.jsonl", path / "training_summary.json"
+    if not (log.is_file() and summary.is_file()):
+        return None
+    configs = [record["config"] for record in map(json.loads, log.read_text().splitlines()) if "config" in record]
+    if not configs:
+        return None
+    return {
+        **{name: configs[-1].get(name) for name in TOKENIZER_BUDGET},
+        "steps": json.loads(summary.read_text())["steps"],
+    }
+
+
+def load_single_scale_vq(path: Path, vq_model: MoScaleVQModel, shared_path: Path) -> MoScaleVQModel:
+    """The single-scale next-token baseline's tokenizer, refused unless it is `shared_path`'s tokenizer (`vq_model`)
+    with one scale: the same config otherwise and, where both folders have their train_vq.py log, the same budget."""
+    single = moscale_training.load_vq_model(path, vq_model.config.motion_dim, "humanml3d")
+    if tuple(single.config.scales) != (1,):
+        raise TrainingInputError(
+            f"--single_scale_vq_model {path} has scales {list(single.config.scales)}: train it with --scales 1"
+        )
+    parameters = inspect.signature(MoScaleVQConfig.__init__).parameters
+    fields = [name for name in parameters if name not in ("self", "kwargs", "scales")]
+    differ = {
+        name: (getattr(vq_model.config, name), getattr(single.config, name))
+        for name in fields
+        if getattr(vq_model.config, name) != getattr(single.config, name)
+    }
+    if differ:
+        raise TrainingInputError(
+            f"--single_scale_vq_model {path} is not --vq_model's size (--vq_model, single-scale): {differ}; train it "
+            "with the flags of --vq_model and --scales 1"
+        )
+    shared_budget, single_budget = tokenizer_budget(shared_path), tokenizer_budget(path)
+    if shared_budget is None or single_budget is None:
+        logger.warning(
+            "no train_vq.py log (logs/train_vq.jsonl, training_summary.json) in %s: the two tokenizers' training "
+            "budgets are not checked",
+            shared_path if shared_budget is None else path,
+        )
+    else:
+        differ = {
+            name: (shared_budget[name], single_budget[name])
+            for name in shared_budget
+            if shared_budget[name] != single_budget[name]
+        }
+        if differ:
+            raise TrainingInputError(
+                f"--single_scale_vq_model {path} was trained on another budget than --vq_model (--vq_model, "
+                f"single-scale): {differ}; train it with the flags of --vq_model and --scales 1"
+            )
+    return single
 
 
 # ------------------------------------------------------------------------------------------------------ training
@@ -206,19 +299,19 @@ def train_moscale(args, seed: int, gamma_max: float, output_dir: Path) -> dict:
     argv = train_arguments(args, seed, output_dir)
     argv += ["--no_hierarchical_refinement"] if gamma_max == 0 else ["--gamma_max", str(gamma_max)]
     summary = moscale_training.main(moscale_training.parse_args(argv))
-    keep = ("train_seconds", "final_loss", "steps", "validation")
+    keep = ("train_seconds", "train_cpu_seconds", "final_loss", "steps", "validation")
     return {name: summary[name] for name in keep}
 
 
-def train_next_token(args, seed: int, output_dir: Path) -> dict:
-    """The next-token baseline on the MoScale runs' budget: examples/train.py's config, data order, optimiser and
-    schedule, with its own (T2M-GPT) training targets."""
+def train_next_token(args, seed: int, output_dir: Path, vq_model: MoScaleVQModel, token_vq: MoScaleVQModel) -> dict:
+    """The next-token baseline on the MoScale runs' budget: examples/train.py's config (from the shared `vq_model`,
+    so the same size and text pool), data order, optimiser and schedule, with its own (T2M-GPT) training targets:
+    the codes of `token_vq`'s finest scale."""
     train_args = moscale_training.parse_args(train_arguments(args, seed, output_dir))
     accelerator = Accelerator()
     data_format = FOLDER_FORMATS[train_args.dataset_format]
     train_set = load_split(accelerator, args.data_dir, "train", data_format, args.cache_dir)
     mean, std = load_mean_std(args.data_dir, data_format.feature_dim)
-    vq_model = moscale_training.load_vq_model(args.vq_model, data_format.feature_dim, train_args.dataset_format)
     text_encoder, tokenizer, identity = moscale_training.load_frozen_text_encoder(train_args)
     captions = [c for captions in train_set["captions"] for c in captions]
     if (args.data_dir / "val.txt").is_file():  # train.py caches the features of both splits under one key
@@ -255,12 +348,12 @@ def train_next_token(args, seed: int, output_dir: Path) -> dict:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine_lambda(train_args.lr_warmup_steps, train_args.lr_schedule_steps)
     )
-    losses, step, epoch, start = [], 0, 0, time.time()
+    losses, step, epoch, start, start_cpu = [], 0, 0, time.time(), time.process_time()
     while step < args.max_train_steps:
         sampler.set_epoch(epoch)
         data.set_epoch(epoch)
         for batch in loader:
-            codes_BT = finest_scale_codes(vq_model, batch["motions"], batch["lengths"])
+            codes_BT = finest_scale_codes(token_vq, batch["motions"], batch["lengths"])
             inputs = model.training_inputs(codes_BT, args.next_token_input_keep_prob)
             states, mask = bank.lookup(batch["captions"], "cpu")
             loss = model(**inputs, text_hidden_states=states, text_attention_mask=mask).loss
@@ -278,6 +371,7 @@ def train_next_token(args, seed: int, output_dir: Path) -> dict:
         epoch += 1
     summary = {
         "train_seconds": round(time.time() - start, 1),
+        "train_cpu_seconds": round(time.process_time() - start_cpu, 1),  # all threads; less affected by other jobs
         "final_loss": float(np.mean(losses[-50:])),
         "steps": step,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -409,9 +503,9 @@ def sample_moscale(pipeline: MoScalePipeline, items, steps, args) -> tuple[list[
 
 
 @torch.no_grad()
-def sample_next_token(model, vq_model, text_encoder, tokenizer, mean, std, items, args):
+def sample_next_token(model, token_vq, text_encoder, tokenizer, mean, std, items, args):
     features, joints = [], []
-    unit = vq_model.config.unit_length
+    unit = token_vq.config.unit_length
     for start in range(0, len(items), args.eval_batch_size):
         batch = items[start : start + args.eval_batch_size]
         states, mask = moscale_training.encode_captions(
@@ -425,8 +519,8 @@ def sample_next_token(model, vq_model, text_encoder, tokenizer, mean, std, items
             guidance_scale=args.guidance_scale,
             generator=torch.Generator().manual_seed(args.sampling_seed * 1_000_003 + start),
         )
-        codes = torch.nn.functional.pad(codes, (0, vq_model.config.latent_length - codes.shape[1]), value=-1)
-        motion = decode_finest_scale_codes(vq_model, codes, frames).numpy() * std + mean
+        codes = torch.nn.functional.pad(codes, (0, token_vq.config.latent_length - codes.shape[1]), value=-1)
+        motion = decode_finest_scale_codes(token_vq, codes, frames).numpy() * std + mean
         for row, item in enumerate(batch):
             features.append(motion[row, : item["frames"]].astype(np.float32))
             joints.append(to_joints(features[-1]))
@@ -434,9 +528,15 @@ def sample_next_token(model, vq_model, text_encoder, tokenizer, mean, std, items
 
 
 @torch.no_grad()
-def ceiling_motions(vq_model: MoScaleVQModel, items, mean, std) -> dict[str, list[np.ndarray]]:
-    """Raw features of the ground truth and of its two tokenizer reconstructions."""
+def ceiling_motions(
+    vq_model: MoScaleVQModel, single_vq: MoScaleVQModel | None, items, mean, std
+) -> dict[str, list[np.ndarray]]:
+    """Raw features of the ground truth and of its tokenizer reconstructions: the shared tokenizer with all scales and
+    with its finest scale alone, and the single-scale tokenizer (when there is one)."""
     out = {"ground_truth": [item["features"] for item in items], "vq_all_scales": [], "vq_finest_scale": []}
+    tokens_only = {"vq_finest_scale": vq_model}
+    if single_vq is not None:
+        out["vq_single_scale"], tokens_only["vq_single_scale"] = [], single_vq
     for start in range(0, len(items), 64):
         batch = items[start : start + 64]
         lengths = torch.tensor([item["frames"] for item in batch])
@@ -444,12 +544,13 @@ def ceiling_motions(vq_model: MoScaleVQModel, items, mean, std) -> dict[str, lis
         for row, item in enumerate(batch):
             motions[row, : item["frames"]] = torch.from_numpy((item["features"] - mean) / std)
         encoded = vq_model.encode(motions, lengths)
-        all_scales = vq_model.decode(list(encoded.codes), lengths).numpy() * std + mean
-        finest = decode_finest_scale_codes(vq_model, finest_scale_codes(vq_model, motions, lengths), lengths)
-        finest = finest.numpy() * std + mean
-        for row, item in enumerate(batch):
-            out["vq_all_scales"].append(all_scales[row, : item["frames"]].astype(np.float32))
-            out["vq_finest_scale"].append(finest[row, : item["frames"]].astype(np.float32))
+        decoded = {"vq_all_scales": vq_model.decode(list(encoded.codes), lengths)}
+        for name, tokenizer in tokens_only.items():
+            codes = finest_scale_codes(tokenizer, motions, lengths)
+            decoded[name] = decode_finest_scale_codes(tokenizer, codes, lengths)
+        for name, motion in decoded.items():
+            motion = motion.numpy() * std + mean
+            out[name] += [motion[row, : item["frames"]].astype(np.float32) for row, item in enumerate(batch)]
     return out
 
 
@@ -503,14 +604,16 @@ DIFFERENCE_COLUMNS = [
 ]
 _BASE, _HR = ("moscale_gamma_0", False), ("moscale_gamma_0.6", False)
 _TR, _HR_TR = ("moscale_gamma_0", True), ("moscale_gamma_0.6", True)
-_NEXT_TOKEN = (NEXT_TOKEN, False)
+_NEXT_TOKEN, _NEXT_TOKEN_SINGLE_SCALE = (NEXT_TOKEN, False), (NEXT_TOKEN_SINGLE_SCALE, False)
 PAIRED_DIFFERENCES = [
     ("+HR - Base", _HR, _BASE),
     ("+HR&TR - +TR", _HR_TR, _TR),
     ("+TR - Base (TR at gamma_max 0)", _TR, _BASE),
     ("+HR&TR - +HR (TR at gamma_max 0.6)", _HR_TR, _HR),
-    ("+HR&TR - next-token", _HR_TR, _NEXT_TOKEN),
-    ("Base - next-token", _BASE, _NEXT_TOKEN),
+    ("+HR&TR - next-token (single-scale tokenizer)", _HR_TR, _NEXT_TOKEN_SINGLE_SCALE),
+    ("Base - next-token (single-scale tokenizer)", _BASE, _NEXT_TOKEN_SINGLE_SCALE),
+    ("+HR&TR - next-token (finest scale)", _HR_TR, _NEXT_TOKEN),
+    ("Base - next-token (finest scale)", _BASE, _NEXT_TOKEN),
 ]
 
 
@@ -609,15 +712,24 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     data_format = FOLDER_FORMATS["humanml3d"]
     mean, std = load_mean_std(args.data_dir, data_format.feature_dim)
     vq_model = moscale_training.load_vq_model(args.vq_model, data_format.feature_dim, "humanml3d")
+    single_vq = None
+    if args.single_scale_vq_model is not None:
+        single_vq = load_single_scale_vq(args.single_scale_vq_model, vq_model, args.vq_model)
+    token_vqs = {"single_scale": single_vq, "finest_scale": vq_model}
     frame_range = moscale_training.length_range(vq_model, data_format.min_length)
     items = evaluation_items(args, vq_model.config.unit_length, *frame_range)
     evaluate = Evaluator(items, args.evaluator_path, data_format.fps)
     common = {"eval_split": args.eval_split, "eval_clips": len(items), "max_train_steps": args.max_train_steps}
 
-    def record(model: str, steps, seed: int, scores: dict, trained: dict, sample_seconds: float) -> None:
+    def record(model: str, steps, seed: int, scores: dict, trained: dict, started: tuple[float, float]) -> None:
+        """One result file; `started`: wall and CPU clocks before sampling (the seconds count the scoring too)."""
         result = {"row": row_name(model, steps), "label": row_label(model, steps), "model": model, "seed": seed}
-        result.update(refinement_steps=list(steps) if steps else None, sample_seconds=round(sample_seconds, 1))
-        result.update(train_seconds=trained["train_seconds"], final_loss=trained["final_loss"], **common, **scores)
+        result.update(
+            refinement_steps=list(steps) if steps else None, sample_seconds=round(time.time() - started[0], 1)
+        )
+        result.update(sample_cpu_seconds=round(time.process_time() - started[1], 1))
+        result.update(train_seconds=trained["train_seconds"], train_cpu_seconds=trained.get("train_cpu_seconds"))
+        result.update(final_loss=trained["final_loss"], **common, **scores)
         result["validation"] = trained.get("validation")  # MoScale's masked-token loss and accuracy on val
         write_atomic(args.output_dir / "results" / f"{result['row']}__seed_{seed}.json", json.dumps(result, indent=2))
 
@@ -635,14 +747,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         pipeline.set_progress_bar_config(disable=True)
         summary = folder / "training_summary.json"
         trained = json.loads(summary.read_text()) if summary.is_file() else {}
-        trained = {"train_seconds": trained.get("train_seconds"), "final_loss": trained.get("final_loss")}
+        trained = {name: trained.get(name) for name in ("train_seconds", "train_cpu_seconds", "final_loss")}
         for steps in schedules:
             if done(f"pipeline_{folder.name}", steps, args.sampling_seed):
                 continue
-            start = time.time()
+            started = time.time(), time.process_time()
             features, joints = sample_moscale(pipeline, items, steps, args)
             scores = evaluate(features, joints)
-            record(f"pipeline_{folder.name}", steps, args.sampling_seed, scores, trained, time.time() - start)
+            record(f"pipeline_{folder.name}", steps, args.sampling_seed, scores, trained, started)
         write_report(args.output_dir)
     for seed in args.seeds:
         for gamma_max in args.gamma_max_values:
@@ -657,30 +769,37 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             pipeline = MoScalePipeline.from_pretrained(folder)
             pipeline.set_progress_bar_config(disable=True)
             for steps in schedules:
-                start = time.time()
+                started = time.time(), time.process_time()
                 features, joints = sample_moscale(pipeline, items, steps, args)
-                record(model, steps, seed, evaluate(features, joints), trained, time.time() - start)
+                record(model, steps, seed, evaluate(features, joints), trained, started)
             write_report(args.output_dir)
 
-        if args.no_next_token or done(NEXT_TOKEN, None, seed):
-            continue
-        folder = args.output_dir / "models" / f"seed_{seed}" / NEXT_TOKEN
-        if args.skip_existing and (folder / "training_summary.json").is_file():
-            trained = json.loads((folder / "training_summary.json").read_text())
-        else:
-            trained = train_next_token(args, seed, folder)
-        model = NextTokenBaselineForTextToMotion.from_pretrained(folder).eval()
-        train_args = moscale_training.parse_args(train_arguments(args, seed, folder))
-        text_encoder, tokenizer, _ = moscale_training.load_frozen_text_encoder(train_args)
-        start = time.time()
-        features, joints = sample_next_token(model, vq_model, text_encoder, tokenizer, mean, std, items, args)
-        record(NEXT_TOKEN, None, seed, evaluate(features, joints), trained, time.time() - start)
-        write_report(args.output_dir)
+        for tokens in args.next_token_tokenizers:
+            model = NEXT_TOKEN_MODELS[tokens]
+            if done(model, None, seed):
+                continue
+            folder = args.output_dir / "models" / f"seed_{seed}" / model
+            if args.skip_existing and (folder / "training_summary.json").is_file():
+                trained = json.loads((folder / "training_summary.json").read_text())
+            else:
+                trained = train_next_token(args, seed, folder, vq_model, token_vqs[tokens])
+            baseline = NextTokenBaselineForTextToMotion.from_pretrained(folder).eval()
+            train_args = moscale_training.parse_args(train_arguments(args, seed, folder))
+            text_encoder, tokenizer, _ = moscale_training.load_frozen_text_encoder(train_args)
+            started = time.time(), time.process_time()
+            features, joints = sample_next_token(
+                baseline, token_vqs[tokens], text_encoder, tokenizer, mean, std, items, args
+            )
+            record(model, None, seed, evaluate(features, joints), trained, started)
+            write_report(args.output_dir)
 
     ceilings_path = args.output_dir / "ceilings.json"
-    if not args.no_ceilings and not (args.skip_existing and ceilings_path.is_file()):
-        motions = ceiling_motions(vq_model, items, mean, std)
-        ceilings = {name: evaluate(f, [to_joints(x) for x in f]) for name, f in motions.items()}
+    ceilings = json.loads(ceilings_path.read_text()) if args.skip_existing and ceilings_path.is_file() else {}
+    wanted = [] if args.no_ceilings else [name for name in CEILINGS if single_vq or name != "vq_single_scale"]
+    if any(name not in ceilings for name in wanted):  # an earlier run may have had no single-scale tokenizer
+        motions = ceiling_motions(vq_model, single_vq, items, mean, std)
+        for name in (name for name in wanted if name not in ceilings):
+            ceilings[name] = evaluate(motions[name], [to_joints(x) for x in motions[name]])
         write_atomic(ceilings_path, json.dumps(ceilings, indent=2))
     return write_report(args.output_dir)
 

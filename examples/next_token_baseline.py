@@ -4,10 +4,12 @@ MoScale's central claim is that generating coarse-to-fine (next-scale) captures 
 counts and action order better than generating left to right (next-token), which can lean on short-horizon motion
 continuity. This model isolates the generation order:
 
-* tokens: one code per latent step (4 frames), the nearest entry of the MoScale tokenizer's shared codebook to the
-  encoder latent, i.e. the tokenizer used at its finest scale only (`finest_scale_codes`); decoding looks the codes
-  up and runs the same decoder. This single-scale tokenization reconstructs worse than the multi-scale one, so
-  `examples/ablation.py` reports the detectors' accuracy on both reconstructions next to the generators;
+* tokens: one code per latent step (4 frames), the nearest codebook entry to the encoder latent
+  (`finest_scale_codes`); decoding looks the codes up and runs the decoder. On a single-scale `MoScaleVQModel`
+  (`scales=[1]`, trained with the multi-scale tokenizer's size and budget) these are its own codes, T2M-GPT's
+  setting; on the multi-scale tokenizer they are its finest scale used alone, which keeps the tokenizer fixed but
+  caps the baseline (that reconstruction keeps far less of each clip: docs/ablation.md). `examples/ablation.py` runs
+  both and reports the detectors' accuracy on every tokenizer's reconstructions next to the generators;
 * model: the same AdaLN blocks, text pooling, cross-attention and width as `MoScaleForTextToMotion` (one
   `MoScaleConfig` describes both), with a causal mask over [start tokens from the text pool, code_0, ...,
   code_{T-2}] so that position Q-1+t predicts code t;
@@ -48,7 +50,8 @@ from moscale.schedulers.scheduling_moscale import sample_tokens
 @torch.no_grad()
 def finest_scale_codes(vq_model: MoScaleVQModel, motions_BND: torch.Tensor, lengths_B: torch.Tensor) -> torch.Tensor:
     """Normalised motions (B, N, D) -> (B, T) codes: the nearest shared-codebook entry of every latent step (PAD_ID
-    beyond each length). Unlike `MoScaleVQModel.encode`, no coarser scale takes its share of the latent first."""
+    beyond each length). Unlike `MoScaleVQModel.encode`, no coarser scale takes its share of the latent first; on a
+    single-scale tokenizer the two are the same."""
     latent_BCT = vq_model.encode_latent(motions_BND, lengths_B)
     batch, code_dim, latent_length = latent_BCT.shape
     valid_BT = lengths_to_mask(

@@ -123,7 +123,8 @@ PRESETS = {
         "lr_schedule_epochs": 125.0,
         "guidance_scale": 3.0,
     },
-    # A fixed budget of steps whatever the dataset size: about 40 CPU-minutes (see docs/training.md).
+    # A fixed budget of steps whatever the dataset size: about 50 minutes of one CPU thread, the length estimator
+    # included (docs/training.md).
     "cpu-small": {
         **PAPER_HUMANML3D,
         "train_batch_size": 32,

@@ -82,7 +82,7 @@ PRESETS = {
     "paper-humanml3d": PAPER_HUMANML3D,
     # The authors publish no KIT-ML tokenizer recipe; their HumanML3D one on the 251-feature KIT-ML skeleton.
     "paper-kit-ml": {**PAPER_HUMANML3D, "dataset_format": "kit-ml"},
-    # A fixed budget of steps whatever the dataset size: about 20 CPU-minutes (see docs/training.md).
+    # A fixed budget of steps whatever the dataset size: about 25 minutes of one CPU thread (docs/training.md).
     "cpu-small": {
         **PAPER_HUMANML3D,
         "train_batch_size": 32,

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.tracking import GeneralTracker, on_main_process
-from accelerate.utils import DistributedType, ProjectConfiguration, is_tensorboard_available
+from accelerate.utils import DeepSpeedPlugin, DistributedType, ProjectConfiguration, is_tensorboard_available
 from datasets import Dataset
 
 from moscale.motion.data import (
@@ -160,7 +160,9 @@ def load_split(
         if report is not None and report.items == 0:
             raise TrainingInputError(
                 f"split {split!r} of {data_dir} has no usable clip ({report.summary()}). Clips must have "
-                f"{format.min_length} to {format.max_length - 1} frames; add such motions to {split}.txt."
+                f"{format.min_length} to {format.max_length - 1} frames; add such motions to {split}.txt, or name "
+                "another split with --train_split / --validation_split (--validation_split '' trains without "
+                "validation)."
             ) from error
         raise TrainingInputError(
             f"{error}. Fix or remove that motion, or pass the --dataset_format of this folder "
@@ -343,7 +345,22 @@ def make_accelerator(args: argparse.Namespace, run_name: str) -> Accelerator:
             f"the launcher started {launched} processes but accelerate sees {accelerator.num_processes}: each would "
             "train alone. Launch with torchrun or `accelerate launch` with a matching config."
         )
+    check_whole_weights_can_be_saved(accelerator.state.deepspeed_plugin)
     return accelerator
+
+
+def check_whole_weights_can_be_saved(deepspeed_plugin: DeepSpeedPlugin | None) -> None:
+    """Under ZeRO-3 accelerate gives the main process whole weights to save only if DeepSpeed was told to gather
+    them; otherwise the final save would fail after the whole run, so refuse before the first step."""
+    if deepspeed_plugin is None:
+        return
+    zero = deepspeed_plugin.deepspeed_config.get("zero_optimization", {})
+    if zero.get("stage") == 3 and not zero.get("stage3_gather_16bit_weights_on_model_save"):
+        raise TrainingInputError(
+            "DeepSpeed ZeRO-3 shards the weights, and this config does not let the final save_pretrained gather "
+            "them. Add `zero3_save_16bit_model: true` under deepspeed_config in the accelerate config file (or "
+            "`stage3_gather_16bit_weights_on_model_save: true` under zero_optimization in a DeepSpeed JSON file)."
+        )
 
 
 def shards_weights(accelerator: Accelerator) -> bool:
@@ -365,8 +382,19 @@ def whole_model(accelerator: Accelerator, prepared: torch.nn.Module) -> torch.nn
     state_dict = accelerator.get_state_dict(prepared)  # a collective: every process takes part
     if not accelerator.is_main_process:
         return None
-    unwrapped = accelerator.unwrap_model(prepared)
-    model = type(unwrapped)(unwrapped.config)
+    return model_from_state_dict(accelerator.unwrap_model(prepared), state_dict)
+
+
+def model_from_state_dict(sharded: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> torch.nn.Module:
+    """A new model of `sharded`'s own class and config holding the gathered `state_dict`.
+
+    FSDP2 gives a sharded module a class of its own (`FSDP<Class>`, a subclass of `FSDPModule`): the model saved is
+    of the class it was built as. Every key must be there (strict), so that no weight is left at its initial value.
+    """
+    from torch.distributed.fsdp import FSDPModule  # here: torch builds without distributed support lack it
+
+    model_class = next(c for c in type(sharded).__mro__ if not issubclass(c, FSDPModule))
+    model = model_class(sharded.config)
     model.load_state_dict(state_dict)
     return model
 

