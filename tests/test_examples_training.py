@@ -435,6 +435,7 @@ for name, (build, loss_of) in runs.items():
         saved.save_pretrained(out / name)
         torch.save({"initial": initial, "whole": whole.state_dict()}, out / f"{name}_reference.pt")
 (out / f"record_{dist.get_rank()}.json").write_text(json.dumps(record))
+dist.barrier()  # tearing gloo down while the other process still saves aborted it now and then (SIGABRT at exit)
 dist.destroy_process_group()
 """
 
