@@ -88,6 +88,7 @@ class NextTokenBaselineForTextToMotion(MoScalePreTrainedModel):
     _check_text = MoScaleForTextToMotion._check_text
     head_modulation = MoScaleForTextToMotion.head_modulation
     final_norm = MoScaleForTextToMotion.final_norm
+    run_blocks = MoScaleForTextToMotion.run_blocks
 
     def __init__(self, config: MoScaleConfig):
         super().__init__(config)
@@ -150,7 +151,6 @@ class NextTokenBaselineForTextToMotion(MoScalePreTrainedModel):
         logits (B, l, V) predict the codes after each of them. `labels` (B, l + 1): codes, PAD_ID ignored."""
         if text_conditioning is None:
             text_conditioning = self.encode_text(text_hidden_states, text_attention_mask, drop_text)
-        batch, length = input_ids.shape
         codes_BlA = self.token_proj(self.token_embedding(input_ids.clamp(min=0)))
         past_length = past_key_values.length if past_key_values else 0
         inputs_BlA = codes_BlA if past_key_values else torch.cat([text_conditioning.start_tokens, codes_BlA], dim=1)
@@ -158,30 +158,20 @@ class NextTokenBaselineForTextToMotion(MoScalePreTrainedModel):
         if stop > self.max_positions:
             raise ValueError(f"{stop} positions exceed the {self.max_positions} of a full clip")
         hidden_BlE = self.input_proj(inputs_BlA)
-        heads = self.config.num_attention_heads
-        head_dim = self.config.hidden_size // heads
+        head_dim = self.config.hidden_size // self.config.num_attention_heads
         angles_lh = scale_normalized_rope_angles((self.max_positions,), head_dim, self.config.rope_theta)
         angles_lh = angles_lh[past_length:stop].to(hidden_BlE.device)
         rope_cos_sin = (angles_lh.cos().to(hidden_BlE.dtype), angles_lh.sin().to(hidden_BlE.dtype))
         positions = torch.arange(stop, device=hidden_BlE.device)
         causal_lL = positions[None, :] <= positions[past_length:, None]
-        cache = past_key_values
-        if cache is None and use_cache:
-            cache = MoScaleKVCache.allocate(
-                len(self.blocks), batch, heads, self.max_positions, head_dim, hidden_BlE.device, hidden_BlE.dtype
-            )
-        text = text_conditioning
-        for layer, block in enumerate(self.blocks):
-            hidden_BlE = block(
-                hidden_BlE,
-                text.block_modulations[layer],
-                text.cross_key_values[layer],
-                text.memory_mask,
-                rope_cos_sin,
-                causal_lL,
-                cache.key_values[layer] if cache is not None else None,
-                past_length,
-            )
+        hidden_BlE, cache = self.run_blocks(
+            hidden_BlE,
+            text_conditioning,
+            rope_cos_sin,
+            causal_lL,
+            past_key_values,
+            self.max_positions if use_cache else None,
+        )
         if not past_key_values:  # only the last start token and the codes predict something
             hidden_BlE = hidden_BlE[:, self.num_start_tokens - 1 :]
         logits_BlV = self.head(self.final_norm(hidden_BlE, text_conditioning.head_modulation)).float()
@@ -189,8 +179,7 @@ class NextTokenBaselineForTextToMotion(MoScalePreTrainedModel):
         if labels is not None:
             targets = labels.masked_fill(labels < 0, -100).reshape(-1)
             loss = F.cross_entropy(logits_BlV.reshape(-1, logits_BlV.shape[-1]), targets, ignore_index=-100)
-        new_cache = MoScaleKVCache(cache.key_values, stop) if use_cache else None
-        return NextTokenOutput(loss=loss, logits=logits_BlV, past_key_values=new_cache)
+        return NextTokenOutput(loss=loss, logits=logits_BlV, past_key_values=cache if use_cache else None)
 
     def training_inputs(
         self, codes_BT: torch.Tensor, input_keep_prob: float = 0.5, generator: torch.Generator | None = None

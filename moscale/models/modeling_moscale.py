@@ -789,6 +789,48 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         return self._position_tables[key]
 
     # --------------------------------------------------------------------------------------------------- forward
+    def run_blocks(
+        self,
+        hidden_BlE: torch.Tensor,
+        text: MoScaleTextConditioning,
+        rope_cos_sin: tuple[torch.Tensor, torch.Tensor],
+        attend_mask_lL: torch.Tensor | None,
+        cache: MoScaleKVCache | None,
+        new_cache_positions: int | None = None,
+        hidden_states: list[torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, MoScaleKVCache | None]:
+        """Every block, in order, over the positions P .. P + l - 1 (P = `cache.length`, 0 without a cache):
+        `hidden_BlE` (B, l, E) -> (B, l, E), and the cache of positions 0 .. P + l - 1 (None without one).
+
+        `text` conditions every block; `rope_cos_sin` and `attend_mask_lL` cover the l positions as in
+        `BlockCausalSelfAttention.forward`. Without `cache`, a cache with room for `new_cache_positions` positions
+        is allocated and filled when that is given. Each block's output is appended to `hidden_states` if it is a
+        list.
+        """
+        past_length = cache.length if cache is not None else 0
+        if cache is None and new_cache_positions is not None:
+            heads = self.config.num_attention_heads
+            cache = MoScaleKVCache.allocate(
+                len(self.blocks), hidden_BlE.shape[0], heads, new_cache_positions, self.config.hidden_size // heads,
+                hidden_BlE.device, hidden_BlE.dtype,
+            )  # fmt: skip
+        for layer, block in enumerate(self.blocks):
+            hidden_BlE = block(
+                hidden_BlE,
+                text.block_modulations[layer],
+                text.cross_key_values[layer],
+                text.memory_mask,
+                rope_cos_sin,
+                attend_mask_lL,
+                cache.key_values[layer] if cache is not None else None,
+                past_length,
+            )
+            if hidden_states is not None:
+                hidden_states.append(hidden_BlE)
+        if cache is None:
+            return hidden_BlE, None
+        return hidden_BlE, MoScaleKVCache(cache.key_values, past_length + hidden_BlE.shape[1])
+
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -874,26 +916,10 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         one_scale = boundaries.index(stop) == boundaries.index(start) + 1
         attend_mask_lL = None if one_scale else level_L[None, :stop] <= level_L[start:stop, None]
 
-        if cache is None and use_cache:
-            heads = self.config.num_attention_heads
-            cache = MoScaleKVCache.allocate(
-                len(self.blocks), batch, heads, total, self.config.hidden_size // heads, hidden_BlE.device,
-                hidden_BlE.dtype,
-            )  # fmt: skip
         hidden_states = [hidden_BlE] if output_hidden_states else None
-        for layer, block in enumerate(self.blocks):
-            hidden_BlE = block(
-                hidden_BlE,
-                text.block_modulations[layer],
-                text.cross_key_values[layer],
-                text.memory_mask,
-                rope_cos_sin,
-                attend_mask_lL,
-                cache.key_values[layer] if cache is not None else None,
-                start,
-            )
-            if output_hidden_states:
-                hidden_states.append(hidden_BlE)
+        hidden_BlE, cache = self.run_blocks(
+            hidden_BlE, text, rope_cos_sin, attend_mask_lL, cache, total if use_cache else None, hidden_states
+        )
 
         kept_BlE = hidden_BlE[:, -logits_to_keep:] if logits_to_keep else hidden_BlE
         logits_BlV = self.head(self.final_norm(kept_BlE, text.head_modulation)).float()
@@ -906,7 +932,7 @@ class MoScaleForTextToMotion(MoScalePreTrainedModel):
         output = MoScaleOutput(
             loss=loss,
             logits=logits_BlV,
-            cache=MoScaleKVCache(cache.key_values, stop) if use_cache else None,
+            cache=cache if use_cache else None,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             text_conditioning=text_conditioning,
         )
