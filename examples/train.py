@@ -156,6 +156,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_common_arguments(parser)
     parser.add_argument("--vq_model", type=Path, required=True, help="Folder of a trained MoScaleVQModel.")
+    parser.add_argument(
+        "--statistics_dir",
+        type=Path,
+        help="Folder whose Mean.npy/Std.npy normalise the motions (default: --data_dir). When the transformer trains "
+        "on other data than the VQ did, pass the VQ's data folder: both models must see one normalisation.",
+    )
     schedule = parser.add_argument_group("learning-rate schedule")
     schedule.add_argument("--lr_warmup_epochs", type=float, help="Linear warm-up from 0.5 %% of the lr.")
     schedule.add_argument(
@@ -554,7 +560,7 @@ def main(args: argparse.Namespace) -> dict:
     # --- inputs: every check that can fail runs before the first step
     data_format = folder_format(args.dataset_format)
     train_set = load_split(accelerator, args.data_dir, args.train_split, data_format, args.cache_dir)
-    mean, std = load_statistics(args.data_dir, data_format.feature_dim)
+    mean, std = load_statistics(args.statistics_dir or args.data_dir, data_format.feature_dim)
     validation_set = None
     if args.validation_split and (args.data_dir / f"{args.validation_split}.txt").is_file():
         validation_set = load_split(accelerator, args.data_dir, args.validation_split, data_format, args.cache_dir)
