@@ -585,6 +585,14 @@ def main(args: argparse.Namespace) -> dict:
         text_dim = encode_captions(text_encoder, tokenizer, captions[:1], args.max_text_length, "cpu")[0].shape[-1]
     transformer = build_transformer(args, vq_model, text_dim, text_encoder_name)
     max_text_length = transformer.config.max_text_length
+    distinct = sorted(set(captions))
+    too_long = [c for c, ids in zip(distinct, tokenizer(distinct).input_ids) if len(ids) > max_text_length]
+    if too_long:  # the authors' setting truncates too (20 T5 tokens on HumanML3D), so this warns, not refuses
+        logger.warning(
+            "%d of %d distinct captions have more than %d text tokens; the transformer sees only their first %d "
+            "(e.g. %r). Raise --max_text_length to keep them whole.",
+            len(too_long), len(distinct), max_text_length, max_text_length, too_long[0],
+        )  # fmt: skip
 
     bank = None
     if not args.train_text_encoder:

@@ -223,7 +223,9 @@ def test_train_builds_a_pipeline_that_generates_and_resumes(data_dir, vq_dir, tm
     assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["checkpoint_2", "checkpoint_4"]
 
 
-def test_statistics_dir_normalises_with_another_folders_mean_and_std(data_dir, vq_dir, tmp_path):
+def test_statistics_dir_normalises_with_another_folders_statistics_and_long_captions_are_reported(
+    data_dir, vq_dir, tmp_path, caplog
+):
     from moscale import MoScalePipeline
 
     statistics = tmp_path / "vq_data_statistics"
@@ -236,9 +238,24 @@ def test_statistics_dir_normalises_with_another_folders_mean_and_std(data_dir, v
     script = load_script("train")
     script.main(
         script.parse_args(
-            [*base, *tiny, "--output_dir", str(output), "--statistics_dir", str(statistics), "--max_train_steps", "1"]
+            [
+                *base,
+                *tiny,
+                "--output_dir",
+                str(output),
+                "--statistics_dir",
+                str(statistics),
+                "--max_train_steps",
+                "1",
+                "--max_text_length",
+                "6",
+            ]
         )
     )
+    # 6 tokens keep every caption whole but the longest (6 words and an end token): training warns about it
+    warnings = [r.getMessage() for r in caplog.records if "text tokens" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("1 of 8 distinct captions have more than 6 text tokens")
+    assert "'someone waves the left hand slowly'" in warnings[0]
     config = MoScalePipeline.load_config(output)
     np.testing.assert_allclose(config["motion_mean"], np.load(statistics / "Mean.npy"), rtol=1e-6)
     np.testing.assert_allclose(config["motion_std"], np.load(statistics / "Std.npy"), rtol=1e-6)
