@@ -156,6 +156,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_common_arguments(parser)
     parser.add_argument("--vq_model", type=Path, required=True, help="Folder of a trained MoScaleVQModel.")
+    parser.add_argument(
+        "--statistics_dir",
+        type=Path,
+        help="Folder whose Mean.npy/Std.npy normalise the motions (default: --data_dir). When the transformer trains "
+        "on other data than the VQ did, pass the VQ's data folder: both models must see one normalisation.",
+    )
     schedule = parser.add_argument_group("learning-rate schedule")
     schedule.add_argument("--lr_warmup_epochs", type=float, help="Linear warm-up from 0.5 %% of the lr.")
     schedule.add_argument(
@@ -554,7 +560,7 @@ def main(args: argparse.Namespace) -> dict:
     # --- inputs: every check that can fail runs before the first step
     data_format = folder_format(args.dataset_format)
     train_set = load_split(accelerator, args.data_dir, args.train_split, data_format, args.cache_dir)
-    mean, std = load_statistics(args.data_dir, data_format.feature_dim)
+    mean, std = load_statistics(args.statistics_dir or args.data_dir, data_format.feature_dim)
     validation_set = None
     if args.validation_split and (args.data_dir / f"{args.validation_split}.txt").is_file():
         validation_set = load_split(accelerator, args.data_dir, args.validation_split, data_format, args.cache_dir)
@@ -579,6 +585,14 @@ def main(args: argparse.Namespace) -> dict:
         text_dim = encode_captions(text_encoder, tokenizer, captions[:1], args.max_text_length, "cpu")[0].shape[-1]
     transformer = build_transformer(args, vq_model, text_dim, text_encoder_name)
     max_text_length = transformer.config.max_text_length
+    distinct = sorted(set(captions))
+    too_long = [c for c, ids in zip(distinct, tokenizer(distinct).input_ids) if len(ids) > max_text_length]
+    if too_long:  # the authors' setting truncates too (20 T5 tokens on HumanML3D), so this warns, not refuses
+        logger.warning(
+            "%d of %d distinct captions have more than %d text tokens; the transformer sees only their first %d "
+            "(e.g. %r). Raise --max_text_length to keep them whole.",
+            len(too_long), len(distinct), max_text_length, max_text_length, too_long[0],
+        )  # fmt: skip
 
     bank = None
     if not args.train_text_encoder:

@@ -223,6 +223,50 @@ def test_train_builds_a_pipeline_that_generates_and_resumes(data_dir, vq_dir, tm
     assert sorted(p.name for p in (output / "checkpoints").iterdir()) == ["checkpoint_2", "checkpoint_4"]
 
 
+def test_statistics_dir_normalises_with_another_folders_statistics_and_long_captions_are_reported(
+    data_dir, vq_dir, tmp_path, caplog
+):
+    from moscale import MoScalePipeline
+
+    statistics = tmp_path / "vq_data_statistics"
+    statistics.mkdir()
+    np.save(statistics / "Mean.npy", np.load(data_dir / "Mean.npy") + 0.25)
+    np.save(statistics / "Std.npy", np.load(data_dir / "Std.npy") * 2)
+    base = ["--data_dir", str(data_dir), "--vq_model", str(vq_dir), "--cache_dir", str(tmp_path / "cache")]
+    tiny = [*TINY_TRANSFORMER, *TINY_JOINT_ENCODER, "--length_estimator_steps", "0", "--validation_split", ""]
+    output = tmp_path / "out"
+    script = load_script("train")
+    script.main(
+        script.parse_args(
+            [
+                *base,
+                *tiny,
+                "--output_dir",
+                str(output),
+                "--statistics_dir",
+                str(statistics),
+                "--max_train_steps",
+                "1",
+                "--max_text_length",
+                "6",
+            ]
+        )
+    )
+    # 6 tokens keep every caption whole but the longest (6 words and an end token): training warns about it
+    warnings = [r.getMessage() for r in caplog.records if "text tokens" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("1 of 8 distinct captions have more than 6 text tokens")
+    assert "'someone waves the left hand slowly'" in warnings[0]
+    config = MoScalePipeline.load_config(output)
+    np.testing.assert_allclose(config["motion_mean"], np.load(statistics / "Mean.npy"), rtol=1e-6)
+    np.testing.assert_allclose(config["motion_std"], np.load(statistics / "Std.npy"), rtol=1e-6)
+    (tmp_path / "no_statistics").mkdir()
+    expect_input_error(
+        "train",
+        [*base, *tiny, "--output_dir", str(tmp_path / "o2"), "--statistics_dir", str(tmp_path / "no_statistics")],
+        "Mean.npy",
+    )
+
+
 def test_frozen_encoder_features_are_cached_once_and_match_the_pipeline(data_dir, vq_dir, tmp_path):
     from moscale import MoScalePipeline
 

@@ -189,6 +189,17 @@ def _unseen_templates() -> dict[str, list[tuple[str, list[dict[str, Any]]]]]:
     return sets
 
 
+HELD_OUT_WORDS = (
+    "springs", "bounces", "vertical", "straight up", "crouch", "knee bend", "dips", "lowers", "hello", "greets",
+    "goodbye", "shakes", "signals", "-handed", "spin", "pivots", "body", "strolls", "paces", "backs up", "sprints",
+    "slides", "bounds", "first", "afterwards", "after that", "followed by", "finally", "lastly", "at the end",
+    "in a row",
+)  # fmt: skip
+"""Words of the unseen phrasings that no caption template of `moscale.synthetic` contains (a test enumerates the
+templates): every unseen prompt has at least one, so a model follows it only as far as its text encoder carries
+the meaning over from the words it was trained on."""
+
+
 def unseen_prompts(samples: int, training_captions: set[str]) -> dict[str, list[dict[str, Any]]]:
     """Per category, `samples` prompts cycling through the written phrasings; none may be a dataset caption."""
     prompts = {}

@@ -27,8 +27,24 @@ _SUBJECTS = [
     ("a woman", "her"),
     ("the man", "his"),
     ("the woman", "her"),
+    ("a boy", "his"),
+    ("a girl", "her"),
+    ("an actor", "their"),
+    ("a figure", "their"),
 ]
-_JOINS = [", then ", " and then ", " then ", ", and then "]
+_JOINS = [
+    ", then ",
+    " and then ",
+    " then ",
+    ", and then ",
+    ". Then the person ",
+    ", after which the person ",
+    ", and next ",
+    " and later ",
+    ", and once done ",
+    "; then ",
+    ", subsequently ",
+]
 
 # Templates; {times} "twice", {n} "two"/"2", {steps} "two steps", {side} "left", {dir} "left", {pos} "his".
 _TEMPLATES: dict[tuple[str, str | None], list[str]] = {
@@ -38,6 +54,9 @@ _TEMPLATES: dict[tuple[str, str | None], list[str]] = {
         "walks {steps} forward",
         "steps forward {steps}",
         "moves forward {steps}",
+        "marches forward {steps}",
+        "walks ahead for {steps}",
+        "goes forward {steps}",
     ],
     ("walk", "backward"): [
         "walks backward {steps}",
@@ -45,6 +64,8 @@ _TEMPLATES: dict[tuple[str, str | None], list[str]] = {
         "steps back {steps}",
         "walks backwards {steps}",
         "moves backwards {steps}",
+        "retreats {steps} backward",
+        "walks in reverse for {steps}",
     ],
     ("run", "forward"): [
         "runs forward",
@@ -52,6 +73,9 @@ _TEMPLATES: dict[tuple[str, str | None], list[str]] = {
         "runs ahead",
         "runs a short distance forward",
         "starts running forward and stops",
+        "dashes forward",
+        "jogs ahead",
+        "runs straight ahead",
     ],
     ("side_step", None): [
         "side steps to the {dir} {times}",
@@ -59,6 +83,8 @@ _TEMPLATES: dict[tuple[str, str | None], list[str]] = {
         "shuffles to the {dir} {times}",
         "takes {sidesteps} to the {dir}",
         "moves sideways to the {dir} {times}",
+        "sidesteps {dir} {times}",
+        "steps out to the {dir} side {times}",
     ],
     ("jump", "in_place"): [
         "jumps {times}",
@@ -66,6 +92,11 @@ _TEMPLATES: dict[tuple[str, str | None], list[str]] = {
         "hops on the spot {times}",
         "jumps up and down {times}",
         "does {jumps} in place",
+        "jumps into the air {times}",
+        "hops up {times}",
+        "jumps on the spot {times}",
+        "leaps up {times}",
+        "does {jumps} on the spot",
     ],
     ("jump", "forward"): [
         "jumps forward {times}",
@@ -73,6 +104,8 @@ _TEMPLATES: dict[tuple[str, str | None], list[str]] = {
         "hops forward {times}",
         "does {jumps} forward",
         "jumps ahead {times}",
+        "does {jumps} ahead",
+        "hops ahead {times}",
     ],
     ("turn", 90): [
         "turns {dir}",
@@ -80,6 +113,10 @@ _TEMPLATES: dict[tuple[str, str | None], list[str]] = {
         "turns 90 degrees to the {dir}",
         "makes a quarter turn to the {dir}",
         "rotates {dir} by ninety degrees",
+        "twists to face the {dir}",
+        "turns towards the {dir}",
+        "rotates to the {dir}",
+        "changes direction to the {dir}",
     ],
     ("turn", 180): [
         "turns around to the {dir}",
@@ -87,6 +124,8 @@ _TEMPLATES: dict[tuple[str, str | None], list[str]] = {
         "makes a half turn to the {dir}",
         "turns all the way around to the {dir}",
         "turns around over the {dir} shoulder",
+        "rotates halfway around to the {dir}",
+        "turns back around to the {dir}",
     ],
     ("wave", None): [
         "waves with the {side} hand {times}",
@@ -94,6 +133,10 @@ _TEMPLATES: dict[tuple[str, str | None], list[str]] = {
         "raises the {side} hand and waves {times}",
         "waves {times} with {pos} {side} hand",
         "lifts {pos} {side} arm and waves {times}",
+        "waves at someone with the {side} hand {times}",
+        "gives a wave with {pos} {side} hand {times}",
+        "waves hi with {pos} {side} hand {times}",
+        "uses the {side} hand to wave {times}",
     ],
     ("squat", None): [
         "squats {times}",
@@ -101,6 +144,11 @@ _TEMPLATES: dict[tuple[str, str | None], list[str]] = {
         "squats down {times}",
         "bends the knees and squats {times}",
         "performs {squats}",
+        "squats low {times}",
+        "goes down into a squat {times}",
+        "drops into a squat {times}",
+        "bends down into a squat {times}",
+        "completes {squats}",
     ],
     ("kick", None): [
         "kicks with the {side} leg {times}",
@@ -108,6 +156,7 @@ _TEMPLATES: dict[tuple[str, str | None], list[str]] = {
         "does {kicks} with the {side} leg",
         "kicks {pos} {side} foot forward {times}",
         "performs {kicks} with the {side} foot",
+        "kicks out with the {side} leg {times}",
     ],
     ("raise_arms", None): [
         "raises both arms",
@@ -201,6 +250,17 @@ _VERBS = {
     "remains": "remain",
     "standing": "stand",
     "moving": "move",
+    "marches": "march",
+    "goes": "go",
+    "retreats": "retreat",
+    "dashes": "dash",
+    "sidesteps": "sidestep",
+    "twists": "twist",
+    "changes": "change",
+    "gives": "give",
+    "uses": "use",
+    "drops": "drop",
+    "completes": "complete",
 }
 _NOUN_LEMMAS = {
     "steps": "step",

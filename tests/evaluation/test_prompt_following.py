@@ -70,3 +70,17 @@ def test_a_run_on_a_tiny_pipeline_reports_every_category(dataset):
     assert all(0.0 <= v["agreement"] <= 1.0 and v["samples"] == 2 for v in entry["categories"].values())
     assert set(entry["plausible_fraction"]) == set(pf.PLAUSIBILITY_LIMITS)
     assert "test_split" in pf.format_table(result)
+
+
+def test_every_unseen_prompt_uses_a_word_the_caption_grammar_never_produces():
+    from moscale.synthetic import captions
+
+    grammar = [text for templates in captions._TEMPLATES.values() for text in templates]
+    grammar += captions._JOINS + [subject for subject, _ in captions._SUBJECTS]
+    grammar += [phrase for phrases in captions._TIMES.values() for phrase in phrases]
+    grammar = " | ".join(grammar).lower()
+    for word in pf.HELD_OUT_WORDS:
+        assert word not in grammar, word
+    for category, templates in pf._unseen_templates().items():
+        for text, _ in templates:
+            assert any(word in text for word in pf.HELD_OUT_WORDS), (category, text)
