@@ -41,6 +41,7 @@ from moscale.models.modeling_moscale import (
     MoScaleTextConditioning,
     MultiQueryTextPool,
     RMSNorm,
+    rope_tables,
     scale_normalized_rope_angles,
 )
 from moscale.models.modeling_moscale_vq import PAD_ID, MoScaleVQModel, lengths_to_mask
@@ -161,7 +162,7 @@ class NextTokenBaselineForTextToMotion(MoScalePreTrainedModel):
         head_dim = self.config.hidden_size // self.config.num_attention_heads
         angles_lh = scale_normalized_rope_angles((self.max_positions,), head_dim, self.config.rope_theta)
         angles_lh = angles_lh[past_length:stop].to(hidden_BlE.device)
-        rope_cos_sin = (angles_lh.cos().to(hidden_BlE.dtype), angles_lh.sin().to(hidden_BlE.dtype))
+        rope_cos_sin = rope_tables(angles_lh, hidden_BlE.dtype)
         positions = torch.arange(stop, device=hidden_BlE.device)
         causal_lL = positions[None, :] <= positions[past_length:, None]
         hidden_BlE, cache = self.run_blocks(

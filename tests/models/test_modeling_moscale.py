@@ -9,7 +9,10 @@ from moscale.models.modeling_moscale import (
     MoScaleConfig,
     MoScaleForTextToMotion,
     MoScaleKVCache,
+    apply_interleaved_rope,
     level_of_position,
+    rope_tables,
+    scale_normalized_rope_angles,
 )
 
 TINY = dict(
@@ -192,6 +195,23 @@ def test_text_conditioning_holds_each_blocks_text_terms():
         expected_values = (kv[..., width:] + block.cross_attn.v_bias).view(2, 6, heads, -1).transpose(1, 2)
         torch.testing.assert_close(keys, expected_keys, atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(values, expected_values, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("head_dim", [4, 12, 36, 48, 96])
+def test_rope_is_bit_identical_to_the_pairwise_rotation(head_dim, dtype):
+    """The complex-number form rotates every pair (e, o) to exactly the pairwise formula's (e cos - o sin,
+    e sin + o cos): same products, same sums, same rounding, for head sizes whose pair count leaves a remainder
+    after the vector width too (4, 12, 36) and on the strided query/key views the attention passes."""
+    generator = torch.Generator().manual_seed(head_dim)
+    angles_Lh = scale_normalized_rope_angles((3, 6, 12), head_dim)
+    cos_Ld, sin_Ld = rope_tables(angles_Lh, dtype)
+    qkv_BL3Hd = torch.randn(2, 21, 3, 5, head_dim, generator=generator).to(dtype)
+    rotated = apply_interleaved_rope(qkv_BL3Hd[:, :, :2], cos_Ld[:, None, None], sin_Ld[:, None, None])
+    even, odd = qkv_BL3Hd[:, :, :2, :, 0::2], qkv_BL3Hd[:, :, :2, :, 1::2]
+    cos_Lh, sin_Lh = (t.to(dtype)[:, None, None] for t in (angles_Lh.cos(), angles_Lh.sin()))
+    assert torch.equal(rotated[..., 0::2], even * cos_Lh - odd * sin_Lh)
+    assert torch.equal(rotated[..., 1::2], even * sin_Lh + odd * cos_Lh)
 
 
 def test_bad_inputs_raise_clear_errors():
