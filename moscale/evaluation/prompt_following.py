@@ -7,7 +7,8 @@ For each category (jump, squat and wave counts 1-4, turn direction, which hand w
 with the procedural detectors (`moscale.synthetic.detect`):
 
 - `test_split`: captions of the procedural dataset's test split (`DIR/test.txt` + `DIR/semantics.jsonl`), one per
-  clip, generated at the clip's own length;
+  clip, generated at the clip's own length (`--split val`: the validation split's, `val_split`, on which sampling
+  settings such as `--guidance_scale` are chosen without looking at the test split);
 - `unseen`: phrasings written here that no caption template of `moscale.synthetic` produces (checked against every
   caption of the dataset), at the length the pipeline picks (its length estimator, else its default).
 
@@ -85,12 +86,12 @@ def agrees(category: str, truth: list[dict[str, Any]], detected: list[dict[str, 
 
 # ----------------------------------------------------------------------------------------------- prompt sets
 def test_split_prompts(
-    dataset_dir: Path, samples: int, seed: int, categories: tuple[str, ...] = CATEGORIES
+    dataset_dir: Path, samples: int, seed: int, categories: tuple[str, ...] = CATEGORIES, split: str = "test"
 ) -> dict[str, list[dict[str, Any]]]:
     """Per category, `samples` test-split clips it applies to (first caption, ground-truth actions and length).
     When the split has fewer fitting clips, clips repeat (each repetition is a new sample of the pipeline)."""
     semantics = load_semantics(dataset_dir)
-    split_file = dataset_dir / "test.txt"
+    split_file = dataset_dir / f"{split}.txt"
     if not split_file.is_file():
         raise FileNotFoundError(f"{split_file} not found: pass a folder written by `python -m moscale.synthetic`")
     ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
@@ -327,6 +328,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the bundled pipeline)")
     parser.add_argument("--samples_per_category", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--split",
+        default="test",
+        help="split whose captions are prompted (default test; val to tune sampling settings)",
+    )
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--guidance_scale", type=float, default=None, help="default: the pipeline's")
     parser.add_argument("--output_dir", default=None, help="write result.json and table.md here")
@@ -340,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     pipe.set_progress_bar_config(disable=True)
     captions = {c for record in load_semantics(dataset_dir).values() for c in record["captions"]}
     prompt_sets = {
-        "test_split": test_split_prompts(dataset_dir, args.samples_per_category, args.seed),
+        f"{args.split}_split": test_split_prompts(dataset_dir, args.samples_per_category, args.seed, split=args.split),
         "unseen": unseen_prompts(args.samples_per_category, captions),
     }
     kwargs = {} if args.guidance_scale is None else {"guidance_scale": args.guidance_scale}

@@ -72,6 +72,12 @@ def test_prompt_sets_cover_every_category_and_unseen_phrasings_are_not_dataset_c
     assert all(item["prompt"] not in captions for items in unseen.values() for item in items)
     with pytest.raises(AssertionError, match="is a caption of the dataset"):
         pf.unseen_prompts(2, {"a person spins to the left"})
+    semantics = load_semantics(dataset)
+    val_ids = set((dataset / "val.txt").read_text().split())
+    val_captions = {semantics[i]["captions"][0] for i in val_ids}
+    val = pf.test_split_prompts(dataset, 5, seed=0, categories=("travel_direction",), split="val")
+    assert all(item["prompt"] in val_captions for item in val["travel_direction"])
+    assert not any(item["prompt"] in val_captions for item in seen["travel_direction"])
 
 
 def test_a_run_on_a_tiny_pipeline_reports_every_category(dataset):
