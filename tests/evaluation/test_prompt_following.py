@@ -33,6 +33,20 @@ def test_judge_agrees_with_the_truth_of_real_clips_and_not_with_another_clips_tr
     assert other < 0.6 * judged
 
 
+def test_procedural_clips_pass_every_plausibility_limit_and_a_sliding_foot_fails_one(dataset):
+    from moscale.motion.representation import recover_from_ric
+
+    for index in range(0, 200, 10):
+        joints = np.load(dataset / "new_joints" / f"{index:06d}.npy")
+        figures = pf.motion_plausibility(joints)
+        assert all(figures[name] <= limit for name, limit in pf.PLAUSIBILITY_LIMITS.items()), (index, figures)
+    clip = recover_from_ric(np.load(dataset / "new_joint_vecs" / "000000.npy"))
+    assert pf.motion_plausibility(clip)["foot_slide_m"] <= pf.PLAUSIBILITY_LIMITS["foot_slide_m"]
+    sliding = clip.copy()
+    sliding[:, pf.TOES[0], 0] += 0.04 * np.arange(len(sliding))  # one toe drifts 4 cm per frame along the floor
+    assert pf.motion_plausibility(sliding)["foot_slide_m"] > pf.PLAUSIBILITY_LIMITS["foot_slide_m"]
+
+
 def test_judge_reads_each_category():
     truth = [{"name": "jump", "direction": "in_place", "count": 2}, {"name": "turn", "direction": "left", "angle": 90}]
     assert pf.judged_fact("jump_count_2", truth) == 0 and pf.judged_fact("jump_count_3", truth) is None
@@ -58,6 +72,12 @@ def test_prompt_sets_cover_every_category_and_unseen_phrasings_are_not_dataset_c
     assert all(item["prompt"] not in captions for items in unseen.values() for item in items)
     with pytest.raises(AssertionError, match="is a caption of the dataset"):
         pf.unseen_prompts(2, {"a person spins to the left"})
+    semantics = load_semantics(dataset)
+    val_ids = set((dataset / "val.txt").read_text().split())
+    val_captions = {semantics[i]["captions"][0] for i in val_ids}
+    val = pf.test_split_prompts(dataset, 5, seed=0, categories=("travel_direction",), split="val")
+    assert all(item["prompt"] in val_captions for item in val["travel_direction"])
+    assert not any(item["prompt"] in val_captions for item in seen["travel_direction"])
 
 
 def test_a_run_on_a_tiny_pipeline_reports_every_category(dataset):
