@@ -7,7 +7,8 @@ and a valid BVH out, an edit, bad input shown as a message). Every wait is bound
 SERVER_START_S (a fresh process imports torch, diffusers and Gradio, slow on a busy 2-core machine), each browser
 action by TIMEOUT_S.
 
-MOSCALE_DEMO_SCREENSHOT=docs/images/demo.png saves the page after it generated, as docs/demo.md shows it.
+MOSCALE_DEMO_SCREENSHOT=docs/images/demo.png saves the page after it generated, as docs/demo.md shows it;
+MOSCALE_DEMO_MODEL=PATH serves that pipeline folder instead of the tiny one (the screenshot shows the bundled model).
 """
 
 import os
@@ -48,13 +49,16 @@ def server(tmp_path_factory):
     """`moscale demo` on a free loopback port, serving a tiny pipeline; yields the page's URL."""
     chromium_binary()  # skip before paying for the server
     folder = tmp_path_factory.mktemp("demo")
-    calm_pipeline().save_pretrained(folder / "pipeline")
+    model = os.environ.get("MOSCALE_DEMO_MODEL")
+    if not model:
+        model = folder / "pipeline"
+        calm_pipeline().save_pretrained(model)
     with socket.socket() as probe:
         probe.bind((LOOPBACK, 0))
         port = probe.getsockname()[1]
     url = f"http://{LOOPBACK}:{port}/"
     env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", NO_PROXY=LOOPBACK, no_proxy=LOOPBACK)
-    command = [sys.executable, "-m", "moscale.cli", "demo", "--model", str(folder / "pipeline")]
+    command = [sys.executable, "-m", "moscale.cli", "demo", "--model", str(model)]
     log = (folder / "server.log").open("w")
     process = subprocess.Popen(
         [*command, "--host", LOOPBACK, "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -117,6 +121,9 @@ def set_slider(page, label: str, value: str) -> None:
 
 def generate(page, prompts: str, seconds: str) -> None:
     page.get_by_label(PROMPTS_LABEL).fill(prompts)
+    from_text = page.get_by_label("Length from the text")  # shown only for a pipeline with a length estimator
+    if from_text.is_visible():
+        from_text.uncheck()
     set_slider(page, "Length (seconds)", seconds)
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#animation img")).to_have_attribute("src", re.compile(r"motions\.gif$"))
