@@ -29,8 +29,8 @@ ground-truth length, one sample per clip from a fixed generator:
 * FID, R-precision (galleries of 32) and MM-Dist from a trained contrastive evaluator (`--evaluator_path`, made by
   `examples/train_evaluator.py`); left out when no evaluator is given;
 * plausibility (`moscale.evaluation.prompt_following.motion_plausibility`): the share of motions within every limit
-  (bone lengths, nothing below the floor, no joint jumping 0.5 m in a frame), and the mean joint acceleration as a
-  measure of local smoothness.
+  (bone lengths, nothing below the floor, no joint jumping 0.5 m in a frame, no planted toe sliding), and the mean
+  joint acceleration as a measure of local smoothness.
 
 The same measures on the ground-truth joints and on the tokenizers' reconstructions (the shared one with all
 scales and with its finest scale alone, and the single-scale one) give the ceilings: a generator cannot beat the
