@@ -135,7 +135,7 @@ PRESETS = {
         "text_encoder_width": 128,
         "text_encoder_layers": 2,
         "text_encoder_heads": 4,
-        "max_text_length": 32,
+        "max_text_length": 40,  # the longest procedural caption has 37 MiniLM tokens
         "hidden_size": 192,
         "num_layers": 4,
         "num_attention_heads": 4,
