@@ -15,7 +15,8 @@ with the procedural detectors (`moscale.synthetic.detect`):
 A sample agrees when the detected motion has the asked fact: the asked action's count, the turn's direction, the
 waving hand, the travel direction, or (order categories) every asked action present in the asked order. Other
 detected actions are ignored. Generated motions also get the generator's plausibility figures (bone lengths, foot
-height above the floor, per-frame joint displacement, planted-foot sliding) so that a motion that "agrees" by flailing is visible.
+height above the floor, per-frame joint displacement, planted-foot sliding) so that a motion that "agrees" by
+flailing is visible.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 
 from moscale.evaluation.semantic_accuracy import _match, detect_actions, load_semantics, score_clip
 from moscale.motion.representation import HUMANML3D, HUMANML3D_BONE_LENGTHS
+from moscale.synthetic.body import TOE
 
 COUNTED = ("jump", "squat", "wave")
 COUNTS = (1, 2, 3, 4)
@@ -88,7 +90,7 @@ def agrees(category: str, truth: list[dict[str, Any]], detected: list[dict[str, 
 def test_split_prompts(
     dataset_dir: Path, samples: int, seed: int, categories: tuple[str, ...] = CATEGORIES, split: str = "test"
 ) -> dict[str, list[dict[str, Any]]]:
-    """Per category, `samples` test-split clips it applies to (first caption, ground-truth actions and length).
+    """Per category, `samples` clips of `split` it applies to (first caption, ground-truth actions and length).
     When the split has fewer fitting clips, clips repeat (each repetition is a new sample of the pipeline)."""
     semantics = load_semantics(dataset_dir)
     split_file = dataset_dir / f"{split}.txt"
@@ -220,6 +222,9 @@ def unseen_prompts(samples: int, training_captions: set[str]) -> dict[str, list[
 
 
 # ----------------------------------------------------------------------------------------------- plausibility
+CONTACT_HEIGHT_M = 0.02  # a toe this close to the floor counts as planted
+
+
 def motion_plausibility(joints_TJ3: np.ndarray, fps: float = HUMANML3D.fps) -> dict[str, float]:
     """Generator-style checks that need no ground truth: bone length error (m), the lowest joint relative to the
     floor the feet stand on (m), the largest per-frame displacement of any joint (m), and foot sliding: the 95th
@@ -227,10 +232,10 @@ def motion_plausibility(joints_TJ3: np.ndarray, fps: float = HUMANML3D.fps) -> d
     no toe touches it)."""
     parents = np.array(HUMANML3D.parents)
     lengths = np.linalg.norm(joints_TJ3[:, 1:] - joints_TJ3[:, parents[1:]], axis=-1)
-    floor = np.percentile(joints_TJ3[:, TOES, 1], 5)
-    touching_TF = joints_TJ3[:, TOES, 1] - floor < CONTACT_HEIGHT_M
+    floor = np.percentile(joints_TJ3[:, TOE, 1], 5)
+    touching_TF = joints_TJ3[:, TOE, 1] - floor < CONTACT_HEIGHT_M
     planted_TF = touching_TF[:-1] & touching_TF[1:]
-    slide_TF = np.linalg.norm(np.diff(joints_TJ3[:, TOES][..., [0, 2]], axis=0), axis=-1)
+    slide_TF = np.linalg.norm(np.diff(joints_TJ3[:, TOE][..., [0, 2]], axis=0), axis=-1)
     return {
         "bone_length_error_m": float(np.abs(lengths - HUMANML3D_BONE_LENGTHS[1:]).max()),
         "lowest_joint_below_floor_m": float(max(0.0, floor - joints_TJ3[..., 1].min())),
@@ -239,8 +244,6 @@ def motion_plausibility(joints_TJ3: np.ndarray, fps: float = HUMANML3D.fps) -> d
     }
 
 
-TOES = (10, 11)
-CONTACT_HEIGHT_M = 0.02
 PLAUSIBILITY_LIMITS = {
     "bone_length_error_m": 0.05,
     "lowest_joint_below_floor_m": 0.05,

@@ -35,6 +35,7 @@ def test_judge_agrees_with_the_truth_of_real_clips_and_not_with_another_clips_tr
 
 def test_procedural_clips_pass_every_plausibility_limit_and_a_sliding_foot_fails_one(dataset):
     from moscale.motion.representation import recover_from_ric
+    from moscale.synthetic.body import TOE
 
     for index in range(0, 200, 10):
         joints = np.load(dataset / "new_joints" / f"{index:06d}.npy")
@@ -43,7 +44,7 @@ def test_procedural_clips_pass_every_plausibility_limit_and_a_sliding_foot_fails
     clip = recover_from_ric(np.load(dataset / "new_joint_vecs" / "000000.npy"))
     assert pf.motion_plausibility(clip)["foot_slide_m"] <= pf.PLAUSIBILITY_LIMITS["foot_slide_m"]
     sliding = clip.copy()
-    sliding[:, pf.TOES[0], 0] += 0.04 * np.arange(len(sliding))  # one toe drifts 4 cm per frame along the floor
+    sliding[:, TOE[0], 0] += 0.04 * np.arange(len(sliding))  # one toe drifts 4 cm per frame along the floor
     assert pf.motion_plausibility(sliding)["foot_slide_m"] > pf.PLAUSIBILITY_LIMITS["foot_slide_m"]
 
 
