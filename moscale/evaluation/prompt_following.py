@@ -95,7 +95,10 @@ def test_split_prompts(
     semantics = load_semantics(dataset_dir)
     split_file = dataset_dir / f"{split}.txt"
     if not split_file.is_file():
-        raise FileNotFoundError(f"{split_file} not found: pass a folder written by `python -m moscale.synthetic`")
+        raise FileNotFoundError(
+            f"{split_file} not found: pass a folder written by `python -m moscale.synthetic` and one of its splits "
+            "(train, val, test)"
+        )
     ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
     rng = np.random.default_rng(seed)
     prompts = {}

@@ -79,6 +79,8 @@ def test_prompt_sets_cover_every_category_and_unseen_phrasings_are_not_dataset_c
     val = pf.test_split_prompts(dataset, 5, seed=0, categories=("travel_direction",), split="val")
     assert all(item["prompt"] in val_captions for item in val["travel_direction"])
     assert not any(item["prompt"] in val_captions for item in seen["travel_direction"])
+    with pytest.raises(FileNotFoundError, match=r"validation\.txt not found.*\(train, val, test\)"):
+        pf.test_split_prompts(dataset, 5, seed=0, split="validation")
 
 
 def test_a_run_on_a_tiny_pipeline_reports_every_category(dataset):
