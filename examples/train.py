@@ -214,7 +214,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     length.add_argument("--length_estimator_hidden_size", type=int)
     parser.set_defaults(**PAPER_HUMANML3D)
-    args = parse_args_with_presets(parser, PRESETS, argv)
+    args = parse_args_with_presets(
+        parser,
+        PRESETS,
+        argv,
+        {
+            "num_train_epochs": "max_train_steps",
+            "lr_warmup_epochs": "lr_warmup_steps",
+            "lr_schedule_epochs": "lr_schedule_steps",
+        },
+    )
     check_common_arguments(parser, args)
     if args.train_text_encoder and "--train_text_encoder" not in (argv if argv is not None else sys.argv):
         # A preset's jointly trained encoder gives way to an encoder named on the command line.

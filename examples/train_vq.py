@@ -121,7 +121,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--attention_heads", type=int)
     model.add_argument("--no_attention", action="store_true", default=None, help="No attention blocks.")
     parser.set_defaults(**PAPER_HUMANML3D)
-    args = parse_args_with_presets(parser, PRESETS, argv)
+    args = parse_args_with_presets(
+        parser, PRESETS, argv, {"num_train_epochs": "max_train_steps", "lr_decay_epochs": "lr_decay_steps"}
+    )
     check_common_arguments(parser, args)
     if args.lr_warmup_steps < 0:
         parser.error("--lr_warmup_steps must be >= 0")

@@ -21,6 +21,7 @@ import shutil
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint_"
 _INCOMPLETE_PREFIX = ".incomplete_"
+_NOT_GIVEN = object()
 
 
 class TrainingInputError(ValueError):
@@ -52,9 +54,17 @@ class TrainingInputError(ValueError):
 
 # ------------------------------------------------------------------------------------------------------- presets
 def parse_args_with_presets(
-    parser: argparse.ArgumentParser, presets: Mapping[str, Mapping[str, Any]], argv: list[str] | None
+    parser: argparse.ArgumentParser,
+    presets: Mapping[str, Mapping[str, Any]],
+    argv: list[str] | None,
+    epoch_step_pairs: Mapping[str, str] = MappingProxyType({}),
 ) -> argparse.Namespace:
-    """Parse `argv`; `--preset NAME` first replaces the parser's defaults by `presets[NAME]`."""
+    """Parse `argv`; `--preset NAME` first replaces the parser's defaults by `presets[NAME]`.
+
+    `epoch_step_pairs` maps an option counted in epochs to the option counted in steps that wins over it (for
+    example `num_train_epochs` to `max_train_steps`). A preset may set the step option; an epoch option given on the
+    command line then drops the preset's step value, so that the flag the user typed is the one that counts.
+    """
     parser.add_argument(
         "--preset",
         choices=sorted(presets),
@@ -67,8 +77,16 @@ def parse_args_with_presets(
         if unknown:
             raise KeyError(f"preset {name!r} sets unknown options {unknown}")
     chosen, _ = parser.parse_known_args(argv)
-    if chosen.preset is not None:
-        parser.set_defaults(**presets[chosen.preset])
+    if chosen.preset is None:
+        return parser.parse_args(argv)
+    paired = [name for pair in epoch_step_pairs.items() for name in pair]
+    defaults = {name: parser.get_default(name) for name in paired} | dict(presets[chosen.preset])
+    parser.set_defaults(**dict.fromkeys(paired, _NOT_GIVEN))
+    given, _ = parser.parse_known_args(argv)
+    for epochs_name, steps_name in epoch_step_pairs.items():
+        if getattr(given, epochs_name) is not _NOT_GIVEN and getattr(given, steps_name) is _NOT_GIVEN:
+            defaults[steps_name] = None
+    parser.set_defaults(**defaults)
     return parser.parse_args(argv)
 
 

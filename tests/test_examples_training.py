@@ -100,6 +100,26 @@ def test_presets_set_defaults_that_flags_override(data_dir, tmp_path):
         stage2.parse_args([*base, "--text_encoder", "t5", "--train_text_encoder"])
 
 
+def test_epoch_flags_replace_a_presets_step_counts(data_dir, tmp_path):
+    # cpu-small counts its budget in steps; a user who types epochs must get epochs, not the preset's steps.
+    stage1 = load_script("train_vq")
+    base = ["--data_dir", str(data_dir), "--output_dir", str(tmp_path), "--preset", "cpu-small"]
+    epochs = stage1.parse_args([*base, "--num_train_epochs", "14", "--lr_decay_epochs", "10", "12"])
+    assert (epochs.max_train_steps, epochs.num_train_epochs) == (None, 14)
+    assert (epochs.lr_decay_steps, epochs.lr_decay_epochs) == (None, [10, 12])
+    both = stage1.parse_args([*base, "--num_train_epochs", "14", "--max_train_steps", "30"])
+    assert (both.max_train_steps, both.lr_decay_steps) == (30, [1250, 1750])  # steps still win when typed
+
+    stage2 = load_script("train")
+    base = [*base, "--vq_model", str(tmp_path)]
+    epochs = stage2.parse_args(
+        [*base, "--num_train_epochs", "3", "--lr_schedule_epochs", "3", "--lr_warmup_epochs", "1"]
+    )
+    assert (epochs.max_train_steps, epochs.lr_schedule_steps, epochs.lr_warmup_steps) == (None, None, None)
+    small = stage2.parse_args(base)
+    assert small.max_train_steps == 3000 and small.lr_schedule_steps == 3000
+
+
 # ---------------------------------------------------------------------------------------------------- bad input
 def expect_input_error(script_name: str, args: list[str], *fragments: str):
     script = load_script(script_name)
