@@ -219,8 +219,11 @@ def tokenizer_budget(path: Path) -> dict[str, Any] | None:
     configs = [record["config"] for record in map(json.loads, log.read_text().splitlines()) if "config" in record]
     if not configs:
         return None
+    # The log writes None as "None", and a flag added after a tokenizer was trained is missing from its log: both
+    # mean the flag was not set.
+    flags = {name: configs[-1].get(name) for name in TOKENIZER_BUDGET}
     return {
-        **{name: configs[-1].get(name) for name in TOKENIZER_BUDGET},
+        **{name: None if value == "None" else value for name, value in flags.items()},
         "steps": json.loads(summary.read_text())["steps"],
     }
 

@@ -139,6 +139,13 @@ def test_the_single_scale_tokenizer_must_be_the_shared_one_with_one_scale(worksp
     log.write_text("".join(json.dumps(record) + "\n" for record in records))
     with pytest.raises(ValueError, match=r"another budget than --vq_model .*'train_batch_size': \(8, 16\)"):
         script.load_single_scale_vq(other_budget, shared, workspace / "vq")
+    # A log written before --lr_decay_steps existed lacks the flag; a newer one writes its unset value as "None".
+    shared_config = json.loads((workspace / "vq" / "logs" / "train_vq.jsonl").read_text().splitlines()[0])["config"]
+    assert shared_config["lr_decay_steps"] == "None"
+    records[0]["config"]["train_batch_size"] = shared_config["train_batch_size"]
+    del records[0]["config"]["lr_decay_steps"]
+    log.write_text("".join(json.dumps(record) + "\n" for record in records))
+    script.load_single_scale_vq(other_budget, shared, workspace / "vq")  # accepted: the same budget
     shutil.rmtree(other_budget / "logs")  # no log: accepted, with a warning that the budget is not checked
     with caplog.at_level(logging.WARNING):
         script.load_single_scale_vq(other_budget, shared, workspace / "vq")
