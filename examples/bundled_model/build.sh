@@ -25,7 +25,7 @@ if [ ! -f "$data_50k/semantics.jsonl" ]; then
 fi
 
 # 2. Tokenizer: the cpu-small preset at batch 64, in two runs. The first is 14 epochs of 125 steps (1,750 steps,
-#    lr x0.3 at epochs 10 and 12, given in steps because the preset's step budget wins over epochs). Its loss was
+#    lr x0.3 at epochs 10 and 12, given in steps). Its loss was
 #    still falling when its lr had decayed, so the second resumes its last checkpoint with a budget of 4,750 steps
 #    and a new step schedule (lr back to 3e-4, x0.3 at steps 3,750 and 4,350).
 if [ ! -f "$work/vq_1750/model.safetensors" ]; then
