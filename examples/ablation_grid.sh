@@ -30,13 +30,16 @@ train_vq() {
         --checkpointing_steps 250 --validation_steps 1000 --logging_steps 25 "$@" $resume
 }
 train_vq "$work/vq" >"$work/logs/vq.log" 2>&1 &
+shared_vq=$!
 train_vq "$work/vq_single_scale" --scales 1 >"$work/logs/vq_single_scale.log" 2>&1 &
+single_scale_vq=$!
 if [ ! -f "$work/evaluator/model.safetensors" ]; then
     python examples/train_evaluator.py --data_dir "$data" --output_dir "$work/evaluator" --cache_dir "$work/cache" \
         --max_train_steps 800 --train_batch_size 64 --learning_rate 3e-4 --lr_warmup_steps 50 \
         --hidden_size 128 --num_layers 2 --num_heads 4 --embedding_dim 128 --seed 0 >"$work/logs/evaluator.log" 2>&1
 fi
-wait
+wait "$shared_vq" || { echo "the shared tokenizer failed: see $work/logs/vq.log"; exit 1; }
+wait "$single_scale_vq" || { echo "the single-scale tokenizer failed: see $work/logs/vq_single_scale.log"; exit 1; }
 
 # 3. The grid, one (variant, seed) per job: MoScale at gamma_max 0, 0.3, 0.6 and 0.9 (each sampled without and
 #    with TR) and the next-token baseline on the single-scale tokenizer, 3 training seeds; the finest-scale control
