@@ -90,7 +90,7 @@ def agrees(category: str, truth: list[dict[str, Any]], detected: list[dict[str, 
 def test_split_prompts(
     dataset_dir: Path, samples: int, seed: int, categories: tuple[str, ...] = CATEGORIES, split: str = "test"
 ) -> dict[str, list[dict[str, Any]]]:
-    """Per category, `samples` clips of `split` it applies to (first caption, ground-truth actions and length).
+    """Per category, `samples` clips of `split` it applies to (its id, first caption, ground-truth actions and length).
     When the split has fewer fitting clips, clips repeat (each repetition is a new sample of the pipeline)."""
     semantics = load_semantics(dataset_dir)
     split_file = dataset_dir / f"{split}.txt"
@@ -109,6 +109,7 @@ def test_split_prompts(
         chosen = rng.choice(fitting, size=samples, replace=len(fitting) < samples)
         prompts[category] = [
             {
+                "clip_id": str(i),
                 "prompt": semantics[i]["captions"][0],
                 "actions": semantics[i]["actions"],
                 "num_frames": int(semantics[i]["num_frames"]),
@@ -259,6 +260,12 @@ the procedural test clips' own figure is at most 1.7 cm, measured on 600 of them
 
 
 # ------------------------------------------------------------------------------------------------- the run
+def valid_num_frames(pipe, clip_frames: int) -> int:
+    """A clip's own length made a valid `num_frames` of `pipe` (clips longer than its window end early)."""
+    unit, longest = pipe.vq_model.config.unit_length, pipe.vq_model.config.max_motion_length
+    return min(max(clip_frames - clip_frames % unit, pipe.config.min_num_frames), longest)
+
+
 def evaluate_prompt_following(
     pipe,
     prompt_sets: dict[str, dict[str, list[dict[str, Any]]]],
@@ -278,11 +285,8 @@ def evaluate_prompt_following(
             for start in range(0, len(items), batch_size):
                 batch = items[start : start + batch_size]
                 frames = [item["num_frames"] for item in batch]
-                if (
-                    None not in frames
-                ):  # the clip's own length, made a valid num_frames (clips over the window end early)
-                    unit, longest = pipe.vq_model.config.unit_length, pipe.vq_model.config.max_motion_length
-                    frames = [min(max(n - n % unit, pipe.config.min_num_frames), longest) for n in frames]
+                if None not in frames:
+                    frames = [valid_num_frames(pipe, n) for n in frames]
                 generator = torch.Generator().manual_seed(seed * 100_003 + c_index * 1009 + start)
                 kwargs = dict(sampling_kwargs)
                 if None not in frames:
