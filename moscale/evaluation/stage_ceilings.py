@@ -6,13 +6,14 @@ For the clips that `moscale.evaluation.prompt_following` prompts (same categorie
 procedural detectors judge, per category:
 
 - `data`: the clip itself (100 % unless a detector misreads the generator);
+- `latent`: the encoder's continuous latent of the clip, decoded without quantisation (what the autoencoder keeps);
 - `tokenizer`: the clip's own codes, decoded by the pipeline: the most that any generation can follow;
 - `from scale k`: the pipeline's generation for the clip's caption and length with the clip's own codes forced on
   scales 0 .. k-1, so that the transformer samples scale k and the finer ones. `from scale 0` is plain generation.
 
 Reading across a row tells where a fact is decided: a count that `from scale 3` keeps and `from scale 2` loses is
 lost when scale 2 is sampled; a count the tokenizer already loses needs a better tokenizer, not a better
-transformer. Every `from scale k` column draws with the same generator seeds, so columns differ by the forced
+transformer, and one the latent keeps but the codes lose needs more or better codes. Every `from scale k` column draws with the same generator seeds, so columns differ by the forced
 codes only.
 """
 
@@ -38,14 +39,16 @@ def stage_agreement(
     seed: int = 0,
     batch_size: int = 32,
     categories: tuple[str, ...] = CATEGORIES,
+    sample: bool = True,
     **sampling_kwargs,
 ) -> dict[str, dict[str, float]]:
-    """Per category, the share of clips whose fact survives each stage: {"data", "tokenizer", "from_scale_k"}."""
-    num_scales = len(pipe.vq_model.config.scales)
+    """Per category, the share of clips whose fact survives each stage: {"data", "latent", "tokenizer", "from_scale_k"}.
+    `sample=False` judges the data and the tokenizer only (no transformer call)."""
+    num_scales = len(pipe.vq_model.config.scales) if sample else 0
     prompts = test_split_prompts(Path(dataset_dir), samples, seed, categories=categories, split=split)
     table: dict[str, dict[str, float]] = {}
     for c_index, (category, items) in enumerate(prompts.items()):
-        agreed = {"data": 0, "tokenizer": 0, **{f"from_scale_{k}": 0 for k in range(num_scales)}}
+        agreed = {"data": 0, "latent": 0, "tokenizer": 0, **{f"from_scale_{k}": 0 for k in range(num_scales)}}
         for start in range(0, len(items), batch_size):
             batch = items[start : start + batch_size]
             lengths_B = torch.tensor([valid_num_frames(pipe, item["num_frames"]) for item in batch])
@@ -53,9 +56,13 @@ def stage_agreement(
                 pipe, Path(dataset_dir), [item["clip_id"] for item in batch], lengths_B
             )
             with torch.no_grad():
-                codes = pipe.vq_model.encode(normalized_BND, lengths_B).codes
+                encoded = pipe.vq_model.encode(normalized_BND, lengths_B)
+                codes = encoded.codes
+                frames = int(lengths_B.max())
+                latent_BND = pipe.denormalize(pipe.vq_model.decode(encoded.latent, lengths_B))[:, :frames]
                 joints = {
-                    "data": pipe.features_to_joints(clips_BND[:, : int(lengths_B.max())], lengths_B),
+                    "data": pipe.features_to_joints(clips_BND[:, :frames], lengths_B),
+                    "latent": pipe.features_to_joints(latent_BND, lengths_B),
                     "tokenizer": pipe.features_to_joints(pipe.decode_tokens(codes, lengths_B), lengths_B),
                 }
 
@@ -114,27 +121,44 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the bundled pipeline)")
     parser.add_argument("--split", default="test", help="split whose clips are judged (train, val, test)")
     parser.add_argument("--samples_per_category", type=int, default=40)
+    parser.add_argument("--categories", nargs="+", choices=CATEGORIES, default=CATEGORIES, help="default: all")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument(
+        "--vq_model",
+        default=None,
+        help="judge this tokenizer folder instead of the pipeline's (data and tokenizer columns only: the pipeline's "
+        "transformer was trained on other codes); it must use the pipeline's motion statistics",
+    )
     parser.add_argument("--output_dir", default=None, help="write result.json and table.md here")
     args = parser.parse_args(argv)
 
-    from moscale import MoScalePipeline
+    from moscale import MoScalePipeline, MoScaleVQModel
     from moscale.pretrained import bundled_pipeline_path
 
     pipe = MoScalePipeline.from_pretrained(args.model or bundled_pipeline_path())
+    if args.vq_model:
+        pipe.vq_model = MoScaleVQModel.from_pretrained(args.vq_model).eval()
     pipe.set_progress_bar_config(disable=True)
     if not pipe._has_statistics:
         raise ValueError(f"{args.model}: the pipeline has no motion statistics, so its motions have no joints to judge")
     table = stage_agreement(
-        pipe, Path(args.data_dir), args.split, args.samples_per_category, args.seed, args.batch_size
+        pipe,
+        Path(args.data_dir),
+        args.split,
+        args.samples_per_category,
+        args.seed,
+        args.batch_size,
+        tuple(args.categories),
+        sample=args.vq_model is None,
     )
     text = format_table(table)
     print(text)
     if args.output_dir:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        result: dict[str, Any] = {"model": str(args.model or "bundled"), "split": args.split, "seed": args.seed}
+        result: dict[str, Any] = {"model": str(args.model or "bundled"), "vq_model": args.vq_model}
+        result.update(split=args.split, seed=args.seed)
         result["samples_per_category"] = args.samples_per_category
         result["categories"] = table
         (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")

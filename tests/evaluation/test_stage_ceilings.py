@@ -40,7 +40,36 @@ def test_table_has_every_stage_and_the_data_column_reads_the_generator_exactly(d
     )
     assert list(table) == list(categories)
     for row in table.values():
-        assert list(row) == ["data", "tokenizer", "from_scale_0", "from_scale_1", "from_scale_2", "from_scale_3"]
+        assert list(row) == [
+            "data",
+            "latent",
+            "tokenizer",
+            "from_scale_0",
+            "from_scale_1",
+            "from_scale_2",
+            "from_scale_3",
+        ]
         assert row["data"] == 1.0
         assert all(0.0 <= value <= 1.0 for value in row.values())
     assert "| order_2 | 100% |" in sc.format_table(table)
+
+
+def test_command_judges_another_tokenizer_without_sampling(dataset, tmp_path):
+    import json
+
+    pipe = tiny_pipeline()
+    pipe.save_pretrained(tmp_path / "pipeline")
+    other = tiny_pipeline(seed=1).vq_model
+    other.save_pretrained(tmp_path / "other_vq")
+    sc.main(
+        ["--data_dir", str(dataset), "--model", str(tmp_path / "pipeline"), "--vq_model", str(tmp_path / "other_vq")]
+        + ["--samples_per_category", "2", "--categories", "order_2", "wave_hand", "--output_dir", str(tmp_path / "out")]
+    )
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["vq_model"] == str(tmp_path / "other_vq") and list(result["categories"]) == ["order_2", "wave_hand"]
+    assert all(
+        list(row) == ["data", "latent", "tokenizer"] and row["data"] == 1.0 for row in result["categories"].values()
+    )
+    pipe.vq_model = other
+    again = sc.stage_agreement(pipe, dataset, samples=2, categories=("order_2", "wave_hand"), sample=False)
+    assert again == result["categories"]
