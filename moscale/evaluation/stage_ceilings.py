@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--categories", nargs="+", choices=CATEGORIES, default=CATEGORIES, help="default: all")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--guidance_scale", type=float, default=None, help="default: the pipeline's")
     parser.add_argument(
         "--vq_model",
         default=None,
@@ -151,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         args.batch_size,
         tuple(args.categories),
         sample=args.vq_model is None,
+        **({} if args.guidance_scale is None else {"guidance_scale": args.guidance_scale}),
     )
     text = format_table(table)
     print(text)
