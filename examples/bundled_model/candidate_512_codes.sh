@@ -15,11 +15,12 @@ resume_flag() {
     if ls "$1"/checkpoints/checkpoint_* >/dev/null 2>&1; then echo "--resume_from_checkpoint latest"; fi
 }
 
-# 1. Tokenizer: build.sh's settings with 512 codes, in one run of 4,000 steps (lr x0.3 at 3,000 and 3,600).
+# 1. Tokenizer: build.sh's settings with 512 codes, in one run to the same 4,750 steps and the same final step
+#    schedule (lr x0.3 at 3,750 and 4,350).
 if [ ! -f "$work/vq_512/model.safetensors" ]; then
     python examples/train_vq.py --preset cpu-small --data_dir "$work/procedural-10k" --output_dir "$work/vq_512" \
-        --cache_dir "$work/cache" --seed 0 --train_batch_size 64 --num_codes 512 --max_train_steps 4000 \
-        --lr_decay_steps 3000 3600 --lr_warmup_steps 200 --checkpointing_steps 250 --validation_steps 1000 \
+        --cache_dir "$work/cache" --seed 0 --train_batch_size 64 --num_codes 512 --max_train_steps 4750 \
+        --lr_decay_steps 3750 4350 --lr_warmup_steps 200 --checkpointing_steps 250 --validation_steps 1000 \
         --logging_steps 25 $(resume_flag "$work/vq_512")
 fi
 # What its codes keep, per category, before a transformer is trained on them.
