@@ -91,7 +91,9 @@ def test_split_prompts(
     dataset_dir: Path, samples: int, seed: int, categories: tuple[str, ...] = CATEGORIES, split: str = "test"
 ) -> dict[str, list[dict[str, Any]]]:
     """Per category, `samples` clips of `split` it applies to (its id, first caption, ground-truth actions and length).
-    When the split has fewer fitting clips, clips repeat (each repetition is a new sample of the pipeline)."""
+    When the split has fewer fitting clips, clips repeat (each repetition is a new sample of the pipeline).
+    Clips are drawn for every category in `CATEGORIES` order, so a subset of categories gets the clips a full run
+    gets."""
     semantics = load_semantics(dataset_dir)
     split_file = dataset_dir / f"{split}.txt"
     if not split_file.is_file():
@@ -101,12 +103,19 @@ def test_split_prompts(
         )
     ids = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
     rng = np.random.default_rng(seed)
+    unknown = sorted(set(categories) - set(CATEGORIES))
+    if unknown:
+        raise ValueError(f"unknown categories {unknown}: choose from {list(CATEGORIES)}")
     prompts = {}
-    for category in categories:
+    for category in CATEGORIES:
         fitting = [i for i in ids if i in semantics and judged_fact(category, semantics[i]["actions"]) is not None]
         if not fitting:
+            if category not in categories:
+                continue
             raise ValueError(f"no test clip of {dataset_dir} fits category {category!r}: write a larger dataset")
         chosen = rng.choice(fitting, size=samples, replace=len(fitting) < samples)
+        if category not in categories:
+            continue
         prompts[category] = [
             {
                 "clip_id": str(i),
@@ -116,7 +125,7 @@ def test_split_prompts(
             }
             for i in chosen
         ]
-    return prompts
+    return {category: prompts[category] for category in categories}
 
 
 def _counted_phrasings(name: str, count: int) -> list[str]:
@@ -280,7 +289,8 @@ def evaluate_prompt_following(
         per_category, failures = {}, defaultdict(list)
         plausible = defaultdict(int)
         total = 0
-        for c_index, (category, items) in enumerate(categories.items()):
+        for category, items in categories.items():
+            c_index = CATEGORIES.index(category)  # a category's seeds do not depend on which others are evaluated
             agreed = 0
             for start in range(0, len(items), batch_size):
                 batch = items[start : start + batch_size]
@@ -316,7 +326,8 @@ def evaluate_prompt_following(
 def format_table(result: dict[str, Any]) -> str:
     sets = list(result["sets"])
     lines = ["| category | " + " | ".join(sets) + " |", "| --- |" + " --- |" * len(sets)]
-    for category in CATEGORIES:
+    evaluated = {category for entry in result["sets"].values() for category in entry["categories"]}
+    for category in (c for c in CATEGORIES if c in evaluated):
         cells = []
         for name in sets:
             entry = result["sets"][name]["categories"].get(category)
@@ -326,6 +337,21 @@ def format_table(result: dict[str, Any]) -> str:
         cells = [f"{100 * result['sets'][name]['plausible_fraction'][check]:.0f}%" for name in sets]
         lines.append(f"| plausible: {check} <= {PLAUSIBILITY_LIMITS[check]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """The pipeline's sampling settings as flags; each left out keeps the pipeline's scheduler default."""
+    group = parser.add_argument_group("sampling (default: the pipeline's)")
+    group.add_argument("--guidance_scale", type=float, default=None)
+    group.add_argument("--refinement_steps", type=int, nargs="+", default=None, help="steps per scale, e.g. 1 2 5 10")
+    group.add_argument("--temperature", type=float, default=None)
+    group.add_argument("--top_p", type=float, default=None)
+    group.add_argument("--top_k", type=int, default=None)
+
+
+def sampling_settings(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("guidance_scale", "refinement_steps", "temperature", "top_p", "top_k")
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -344,7 +370,8 @@ def main(argv: list[str] | None = None) -> None:
         help="split whose captions are prompted (default test; val to tune sampling settings)",
     )
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--guidance_scale", type=float, default=None, help="default: the pipeline's")
+    parser.add_argument("--categories", nargs="+", choices=CATEGORIES, default=CATEGORIES, help="default: all")
+    add_sampling_arguments(parser)
     parser.add_argument("--output_dir", default=None, help="write result.json and table.md here")
     args = parser.parse_args(argv)
 
@@ -355,13 +382,18 @@ def main(argv: list[str] | None = None) -> None:
     pipe = MoScalePipeline.from_pretrained(args.model or bundled_pipeline_path())
     pipe.set_progress_bar_config(disable=True)
     captions = {c for record in load_semantics(dataset_dir).values() for c in record["captions"]}
+    categories = tuple(args.categories)
+    unseen = unseen_prompts(args.samples_per_category, captions)
     prompt_sets = {
-        f"{args.split}_split": test_split_prompts(dataset_dir, args.samples_per_category, args.seed, split=args.split),
-        "unseen": unseen_prompts(args.samples_per_category, captions),
+        f"{args.split}_split": test_split_prompts(
+            dataset_dir, args.samples_per_category, args.seed, categories, split=args.split
+        ),
+        "unseen": {category: unseen[category] for category in categories},
     }
-    kwargs = {} if args.guidance_scale is None else {"guidance_scale": args.guidance_scale}
-    result = evaluate_prompt_following(pipe, prompt_sets, seed=args.seed, batch_size=args.batch_size, **kwargs)
+    settings = sampling_settings(args)
+    result = evaluate_prompt_following(pipe, prompt_sets, seed=args.seed, batch_size=args.batch_size, **settings)
     result["model"] = str(args.model or "bundled")
+    result["sampling"] = settings
     table = format_table(result)
     print(table)
     for name, entry in result["sets"].items():

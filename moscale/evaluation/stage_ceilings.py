@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from moscale.evaluation.prompt_following import CATEGORIES, agrees, test_split_prompts, valid_num_frames
+from moscale.evaluation.prompt_following import (
+    CATEGORIES,
+    add_sampling_arguments,
+    agrees,
+    sampling_settings,
+    test_split_prompts,
+    valid_num_frames,
+)
 from moscale.evaluation.semantic_accuracy import detect_actions
 
 
@@ -47,7 +54,8 @@ def stage_agreement(
     num_scales = len(pipe.vq_model.config.scales) if sample else 0
     prompts = test_split_prompts(Path(dataset_dir), samples, seed, categories=categories, split=split)
     table: dict[str, dict[str, float]] = {}
-    for c_index, (category, items) in enumerate(prompts.items()):
+    for category, items in prompts.items():
+        c_index = CATEGORIES.index(category)  # the seeds of prompt_following's run of this category
         agreed = {"data": 0, "latent": 0, "tokenizer": 0, **{f"from_scale_{k}": 0 for k in range(num_scales)}}
         for start in range(0, len(items), batch_size):
             batch = items[start : start + batch_size]
@@ -124,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--categories", nargs="+", choices=CATEGORIES, default=CATEGORIES, help="default: all")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--guidance_scale", type=float, default=None, help="default: the pipeline's")
+    add_sampling_arguments(parser)
     parser.add_argument(
         "--vq_model",
         default=None,
@@ -152,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         args.batch_size,
         tuple(args.categories),
         sample=args.vq_model is None,
-        **({} if args.guidance_scale is None else {"guidance_scale": args.guidance_scale}),
+        **sampling_settings(args),
     )
     text = format_table(table)
     print(text)
@@ -160,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
         out = Path(args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         result: dict[str, Any] = {"model": str(args.model or "bundled"), "vq_model": args.vq_model}
-        result.update(split=args.split, seed=args.seed)
+        result.update(split=args.split, seed=args.seed, sampling=sampling_settings(args))
         result["samples_per_category"] = args.samples_per_category
         result["categories"] = table
         (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")

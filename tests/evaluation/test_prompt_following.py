@@ -95,6 +95,31 @@ def test_a_run_on_a_tiny_pipeline_reports_every_category(dataset):
     assert "test_split" in pf.format_table(result)
 
 
+def test_a_category_gets_the_same_clips_and_seeds_whichever_others_are_evaluated(dataset, tmp_path):
+    import json
+
+    both = pf.test_split_prompts(dataset, 4, seed=2, categories=("turn_direction", "order_2"))
+    alone = pf.test_split_prompts(dataset, 4, seed=2, categories=("order_2",))
+    assert list(alone) == ["order_2"] and alone["order_2"] == both["order_2"]
+    with pytest.raises(ValueError, match="unknown categories"):
+        pf.test_split_prompts(dataset, 4, seed=2, categories=("jump_count_9",))
+
+    tiny_pipeline().save_pretrained(tmp_path / "pipeline")
+    common = ["--data_dir", str(dataset), "--model", str(tmp_path / "pipeline"), "--samples_per_category", "2"]
+    sampling = ["--refinement_steps", "1", "1", "1", "1", "--temperature", "0.5", "--guidance_scale", "2"]
+    for name, categories in (("both", ["turn_direction", "order_2"]), ("alone", ["order_2"])):
+        pf.main([*common, *sampling, "--categories", *categories, "--output_dir", str(tmp_path / name)])
+    runs = {name: json.loads((tmp_path / name / "result.json").read_text()) for name in ("both", "alone")}
+    assert runs["alone"]["sampling"] == {"guidance_scale": 2.0, "refinement_steps": [1, 1, 1, 1], "temperature": 0.5}
+    for set_name in ("test_split", "unseen"):
+        assert list(runs["both"]["sets"][set_name]["categories"]) == ["turn_direction", "order_2"]
+        alone, both = runs["alone"]["sets"][set_name], runs["both"]["sets"][set_name]
+        assert alone["categories"] == {"order_2": both["categories"]["order_2"]}
+        assert alone["failure_examples"].get("order_2") == both["failure_examples"].get("order_2")
+    table = (tmp_path / "alone" / "table.md").read_text()
+    assert "| order_2 |" in table and "turn_direction" not in table
+
+
 def test_every_unseen_prompt_uses_a_word_the_caption_grammar_never_produces():
     from moscale.synthetic import captions
 
