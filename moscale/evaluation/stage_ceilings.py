@@ -13,8 +13,8 @@ procedural detectors judge, per category:
 
 Reading across a row tells where a fact is decided: a count that `from scale 3` keeps and `from scale 2` loses is
 lost when scale 2 is sampled; a count the tokenizer already loses needs a better tokenizer, not a better
-transformer, and one the latent keeps but the codes lose needs more or better codes. Every `from scale k` column draws with the same generator seeds, so columns differ by the forced
-codes only.
+transformer, and one the latent keeps but the codes lose needs more or better codes. Every `from scale k` column
+draws with the same generator seeds, so columns differ by the forced codes only.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def stage_agreement(
     **sampling_kwargs,
 ) -> dict[str, dict[str, float]]:
     """Per category, the share of clips whose fact survives each stage: {"data", "latent", "tokenizer", "from_scale_k"}.
-    `sample=False` judges the data and the tokenizer only (no transformer call)."""
+    `sample=False` judges the data, the latent and the tokenizer only (no transformer call)."""
     num_scales = len(pipe.vq_model.config.scales) if sample else 0
     prompts = test_split_prompts(Path(dataset_dir), samples, seed, categories=categories, split=split)
     table: dict[str, dict[str, float]] = {}
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--vq_model",
         default=None,
-        help="judge this tokenizer folder instead of the pipeline's (data and tokenizer columns only: the pipeline's "
+        help="judge this tokenizer folder instead of the pipeline's (data, latent and tokenizer columns: the pipeline's "
         "transformer was trained on other codes); it must use the pipeline's motion statistics",
     )
     parser.add_argument("--output_dir", default=None, help="write result.json and table.md here")
