@@ -205,6 +205,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     corruption.add_argument("--gamma_max", type=float, help="Hierarchical refinement: gamma ~ U[0, gamma_max].")
     corruption.add_argument("--cond_drop_prob", type=float, help="Captions replaced by the unconditional rows.")
     corruption.add_argument(
+        "--text_noise",
+        type=float,
+        default=0.0,
+        help="Condition augmentation: Gaussian noise on every text token state, this fraction of the state's RMS "
+        "(0: off), so that captions phrased unlike the training ones fall where the transformer has trained.",
+    )
+    corruption.add_argument(
         "--refinement_steps", type=int, nargs="+", help="Sampling steps per scale, saved in the transformer config."
     )
     corruption.add_argument("--guidance_scale", type=float, help="Default CFG scale saved in the transformer config.")
@@ -239,10 +246,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--gamma_max must be in [0, 1]")
     if args.length_estimator_steps < 0:
         parser.error("--length_estimator_steps must be >= 0")
+    if args.text_noise < 0:
+        parser.error("--text_noise must be >= 0")
     return args
 
 
 # ----------------------------------------------------------------------------------------------------------- text
+def noisy_text_states(states_BSX: torch.Tensor, relative_std: float) -> torch.Tensor:
+    """Each token state plus Gaussian noise of `relative_std` times that state's RMS (StackGAN's condition
+    augmentation, per token): the transformer learns to read a neighbourhood of each training caption."""
+    rms_BS1 = states_BSX.pow(2).mean(dim=-1, keepdim=True).sqrt()
+    return states_BSX + relative_std * rms_BS1 * torch.randn_like(states_BSX)
+
+
 def caption_vocabulary_tokenizer(captions: list[str]) -> T5Tokenizer:
     """A T5 (unigram) tokenizer whose pieces are the training captions' words, plus single characters so that an
     unseen word is spelled out rather than lost."""
@@ -755,6 +771,8 @@ def main(args: argparse.Namespace) -> dict:
                     encoded.codes, encoded.f_hat_per_scale
                 )
                 states, mask = text_features(batch["captions"])
+                if args.text_noise > 0:
+                    states = noisy_text_states(states, args.text_noise)
                 out = transformer(**inputs, text_hidden_states=states, text_attention_mask=mask)
                 accelerator.backward(out.loss)
                 if accelerator.sync_gradients and args.max_grad_norm > 0:

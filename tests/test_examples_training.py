@@ -628,3 +628,29 @@ def test_gradient_accumulation_and_bf16_autocast(data_dir, tmp_path):
     # An optimizer step takes 2 batches of 4: an epoch of 24 items is 3 steps, so step 4 is the first of epoch 1.
     epochs = {r["step"]: r["epoch"] for r in read_jsonl(output / "logs" / "train_vq.jsonl") if "loss" in r}
     assert epochs == {1: 0, 2: 0, 3: 0, 4: 1}
+
+
+def test_text_noise_perturbs_each_token_by_the_asked_share_of_its_size_and_changes_training(data_dir, vq_dir, tmp_path):
+    script = load_script("train")
+    states = torch.randn(4, 12, 64, generator=torch.Generator().manual_seed(0)) * torch.linspace(0.5, 3.0, 12)[:, None]
+    torch.manual_seed(0)
+    noise = script.noisy_text_states(states, 0.3) - states
+    ratio = noise.pow(2).mean(-1).sqrt() / states.pow(2).mean(-1).sqrt()  # per token, whatever its size
+    assert torch.allclose(ratio, torch.full_like(ratio, 0.3), atol=0.09)
+
+    base = [
+        "--data_dir", str(data_dir), "--vq_model", str(vq_dir), "--cache_dir", str(tmp_path / "cache"),
+        *TINY_TRANSFORMER, *TINY_JOINT_ENCODER, "--length_estimator_steps", "0", "--validation_split", "",
+        "--max_train_steps", "3", "--report_to", "none", "--seed", "1",
+    ]  # fmt: skip
+    runs = {
+        noise: script.main(
+            script.parse_args([*base, "--output_dir", str(tmp_path / f"n{noise}"), "--text_noise", noise])
+        )
+        for noise in ("0", "0.5")
+    }
+    plain = script.main(script.parse_args([*base, "--output_dir", str(tmp_path / "plain")]))
+    assert plain["losses"] == runs["0"]["losses"]  # off by default
+    assert runs["0.5"]["losses"][0] != runs["0"]["losses"][0] and all(np.isfinite(runs["0.5"]["losses"]))
+    with pytest.raises(SystemExit):
+        script.parse_args([*base, "--output_dir", str(tmp_path / "bad"), "--text_noise", "-0.1"])
