@@ -99,7 +99,7 @@ EOF
 # 6. What it does: detector agreement per category on test-split captions and unseen phrasings, fixed seeds.
 python -m moscale.evaluation.prompt_following --data_dir "$data" --model "$bundled" --seed 0 --samples_per_category 40 \
     --output_dir "$work/prompt_following"
-python examples/bundled_model/compare_text_encoders.py --data_dir "$data" > "$work/text_encoders.md"
+python examples/bundled_model/compare_text_encoders.py --data_dir "$data" --model "$bundled" > "$work/text_encoders.md"
 # Where the facts are lost: the clips, their codes decoded, and sampling with the first k scales' codes given.
 python -m moscale.evaluation.stage_ceilings --data_dir "$data" --model "$bundled" --seed 0 --samples_per_category 40 \
     --output_dir "$work/stage_ceilings"

