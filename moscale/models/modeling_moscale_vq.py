@@ -652,7 +652,12 @@ class MoScaleVQModel(MoScaleVQPreTrainedModel):
 
     # ------------------------------------------------------------------------------------------------- public API
     def encode_latent(self, motion: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Encoder only: motion (B, N, D) and frame lengths (B,) -> latent (B, C, N // 2**down_t)."""
+        """Encoder only: motion (B, N, D) and frame lengths (B,) -> latent (B, C, N // 2**down_t).
+
+        The convolutions read the frames beyond each length as they are, as the authors' encoder does (their outputs
+        depend on it), so pad with zeros in the model's normalised space, as training does: raw zeros, normalised,
+        are far from zero and change the last latents (on the bundled tokenizer, enough to lose most wave counts).
+        """
         lengths = self._check_motion(motion, lengths).to(motion.device)
         return self.encoder(motion.transpose(1, 2).to(self.dtype), lengths)
 
