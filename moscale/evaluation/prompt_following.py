@@ -275,6 +275,12 @@ def valid_num_frames(pipe, clip_frames: int) -> int:
     return min(max(clip_frames - clip_frames % unit, pipe.config.min_num_frames), longest)
 
 
+def sample_generator(seed: int, category: str, start: int) -> torch.Generator:
+    """The generator of the batch starting at item `start` of `category`: the same whichever other categories run,
+    and shared by `stage_ceilings`, whose plain generation must equal this module's."""
+    return torch.Generator().manual_seed(seed * 100_003 + CATEGORIES.index(category) * 1009 + start)
+
+
 def evaluate_prompt_following(
     pipe,
     prompt_sets: dict[str, dict[str, list[dict[str, Any]]]],
@@ -290,14 +296,13 @@ def evaluate_prompt_following(
         plausible = defaultdict(int)
         total = 0
         for category, items in categories.items():
-            c_index = CATEGORIES.index(category)  # a category's seeds do not depend on which others are evaluated
             agreed = 0
             for start in range(0, len(items), batch_size):
                 batch = items[start : start + batch_size]
                 frames = [item["num_frames"] for item in batch]
                 if None not in frames:
                     frames = [valid_num_frames(pipe, n) for n in frames]
-                generator = torch.Generator().manual_seed(seed * 100_003 + c_index * 1009 + start)
+                generator = sample_generator(seed, category, start)
                 kwargs = dict(sampling_kwargs)
                 if None not in frames:
                     kwargs["num_frames"] = frames
@@ -339,8 +344,34 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    """The pipeline's sampling settings as flags; each left out keeps the pipeline's scheduler default."""
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_prompt_arguments(parser: argparse.ArgumentParser, samples_per_category: int) -> None:
+    """The flags of the commands that prompt a pipeline with a procedural split's captions: the data and model, which
+    clips (split, categories, samples, seed), the batch, and the sampling settings."""
+    parser.add_argument("--data_dir", required=True, help="a procedural dataset folder (python -m moscale.synthetic)")
+    parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the bundled pipeline)")
+    parser.add_argument(
+        "--split",
+        default="test",
+        help="split whose captions are prompted (train, val, test; default test; val to tune sampling settings)",
+    )
+    parser.add_argument("--samples_per_category", type=_at_least_one, default=samples_per_category)
+    parser.add_argument(
+        "--categories",
+        nargs="+",
+        choices=CATEGORIES,
+        default=CATEGORIES,
+        metavar="CATEGORY",
+        help=f"default: all of {', '.join(CATEGORIES)}",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch_size", type=_at_least_one, default=32)
     group = parser.add_argument_group("sampling (default: the pipeline's)")
     group.add_argument("--guidance_scale", type=float, default=None)
     group.add_argument("--refinement_steps", type=int, nargs="+", default=None, help="steps per scale, e.g. 1 2 5 10")
@@ -360,18 +391,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data_dir", required=True, help="a procedural dataset folder (python -m moscale.synthetic)")
-    parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the bundled pipeline)")
-    parser.add_argument("--samples_per_category", type=int, default=20)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--split",
-        default="test",
-        help="split whose captions are prompted (default test; val to tune sampling settings)",
-    )
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--categories", nargs="+", choices=CATEGORIES, default=CATEGORIES, help="default: all")
-    add_sampling_arguments(parser)
+    add_prompt_arguments(parser, samples_per_category=20)
     parser.add_argument("--output_dir", default=None, help="write result.json and table.md here")
     args = parser.parse_args(argv)
 

@@ -29,8 +29,9 @@ import torch
 
 from moscale.evaluation.prompt_following import (
     CATEGORIES,
-    add_sampling_arguments,
+    add_prompt_arguments,
     agrees,
+    sample_generator,
     sampling_settings,
     test_split_prompts,
     valid_num_frames,
@@ -55,7 +56,6 @@ def stage_agreement(
     prompts = test_split_prompts(Path(dataset_dir), samples, seed, categories=categories, split=split)
     table: dict[str, dict[str, float]] = {}
     for category, items in prompts.items():
-        c_index = CATEGORIES.index(category)  # the seeds of prompt_following's run of this category
         agreed = {"data": 0, "latent": 0, "tokenizer": 0, **{f"from_scale_{k}": 0 for k in range(num_scales)}}
         for start in range(0, len(items), batch_size):
             batch = items[start : start + batch_size]
@@ -75,7 +75,7 @@ def stage_agreement(
                 }
 
             for forced in range(num_scales):
-                generator = torch.Generator().manual_seed(seed * 100_003 + c_index * 1009 + start)
+                generator = sample_generator(seed, category, start)
                 prompts_B = [item["prompt"] for item in batch]
                 out = generate_with_forced_codes(
                     pipe, prompts_B, lengths_B, codes, forced, generator, **sampling_kwargs
@@ -125,14 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data_dir", required=True, help="a procedural dataset folder (python -m moscale.synthetic)")
-    parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the bundled pipeline)")
-    parser.add_argument("--split", default="test", help="split whose clips are judged (train, val, test)")
-    parser.add_argument("--samples_per_category", type=int, default=40)
-    parser.add_argument("--categories", nargs="+", choices=CATEGORIES, default=CATEGORIES, help="default: all")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch_size", type=int, default=32)
-    add_sampling_arguments(parser)
+    add_prompt_arguments(parser, samples_per_category=40)
     parser.add_argument(
         "--vq_model",
         default=None,

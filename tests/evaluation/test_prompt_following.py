@@ -116,6 +116,8 @@ def test_a_category_gets_the_same_clips_and_seeds_whichever_others_are_evaluated
         alone, both = runs["alone"]["sets"][set_name], runs["both"]["sets"][set_name]
         assert alone["categories"] == {"order_2": both["categories"]["order_2"]}
         assert alone["failure_examples"].get("order_2") == both["failure_examples"].get("order_2")
+    with pytest.raises(SystemExit):
+        pf.main([*common[:-1], "0"])  # no samples per category
     table = (tmp_path / "alone" / "table.md").read_text()
     assert "| order_2 |" in table and "turn_direction" not in table
 
