@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.vq_model:
         pipe.vq_model = MoScaleVQModel.from_pretrained(args.vq_model).eval()
     pipe.set_progress_bar_config(disable=True)
-    if not pipe._has_statistics:
+    if not pipe.has_motion_statistics:
         raise ValueError(f"{args.model}: the pipeline has no motion statistics, so its motions have no joints to judge")
     table = stage_agreement(
         pipe,

@@ -276,7 +276,9 @@ class MoScalePipeline(DiffusionPipeline):
         raise ValueError(f"no known skeleton has {motion_dim} features per frame")
 
     @property
-    def _has_statistics(self) -> bool:
+    def has_motion_statistics(self) -> bool:
+        """Whether the pipeline knows its features' mean and std: without them its motions stay in the model's
+        normalised space and have no joints, so nothing can render, export or judge them."""
         return self.config.motion_mean is not None
 
     def _statistics(self, device, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -286,14 +288,14 @@ class MoScalePipeline(DiffusionPipeline):
 
     def normalize(self, features: torch.Tensor) -> torch.Tensor:
         """Raw features -> the model's space (identity without statistics)."""
-        if not self._has_statistics:
+        if not self.has_motion_statistics:
             return features
         mean, std = self._statistics(features.device, features.dtype)
         return (features - mean) / std
 
     def denormalize(self, features: torch.Tensor) -> torch.Tensor:
         """The model's space -> raw features (identity without statistics)."""
-        if not self._has_statistics:
+        if not self.has_motion_statistics:
             return features
         mean, std = self._statistics(features.device, features.dtype)
         return features * std + mean
@@ -667,7 +669,7 @@ class MoScalePipeline(DiffusionPipeline):
 
     def features_to_joints(self, features_BND: torch.Tensor, lengths_B: torch.Tensor) -> torch.Tensor | None:
         """Global joints (B, N, J, 3) via `recover_from_ric`, zero beyond each length; None without statistics."""
-        if not self._has_statistics:
+        if not self.has_motion_statistics:
             return None
         joints_BNJ3 = recover_from_ric(features_BND.float(), self._skeleton.joints_num)
         inside = torch.arange(features_BND.shape[1], device=lengths_B.device)[None] < lengths_B[:, None]

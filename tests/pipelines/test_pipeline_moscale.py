@@ -155,6 +155,7 @@ def test_without_statistics_features_stay_normalised_and_joints_are_none(pipe):
     bare.set_progress_bar_config(disable=True)
     a = bare(PROMPTS[0], num_frames=80, generator=gen())
     b = pipe(PROMPTS[0], num_frames=80, generator=gen())
+    assert pipe.has_motion_statistics and not bare.has_motion_statistics
     assert a.joints is None
     assert torch.allclose(pipe.denormalize(a.features)[0, :80], b.features[0, :80], atol=1e-5)
 
