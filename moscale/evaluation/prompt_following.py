@@ -392,6 +392,11 @@ def main(argv: list[str] | None = None) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_prompt_arguments(parser, samples_per_category=20)
+    parser.add_argument(
+        "--split_only",
+        action="store_true",
+        help="prompt the split's captions only, not the unseen phrasings (half the time: for tuning on val)",
+    )
     parser.add_argument("--output_dir", default=None, help="write result.json and table.md here")
     args = parser.parse_args(argv)
 
@@ -403,13 +408,14 @@ def main(argv: list[str] | None = None) -> None:
     pipe.set_progress_bar_config(disable=True)
     captions = {c for record in load_semantics(dataset_dir).values() for c in record["captions"]}
     categories = tuple(args.categories)
-    unseen = unseen_prompts(args.samples_per_category, captions)
     prompt_sets = {
         f"{args.split}_split": test_split_prompts(
             dataset_dir, args.samples_per_category, args.seed, categories, split=args.split
-        ),
-        "unseen": {category: unseen[category] for category in categories},
+        )
     }
+    if not args.split_only:
+        unseen = unseen_prompts(args.samples_per_category, captions)
+        prompt_sets["unseen"] = {category: unseen[category] for category in categories}
     settings = sampling_settings(args)
     result = evaluate_prompt_following(pipe, prompt_sets, seed=args.seed, batch_size=args.batch_size, **settings)
     result["model"] = str(args.model or "bundled")

@@ -116,6 +116,10 @@ def test_a_category_gets_the_same_clips_and_seeds_whichever_others_are_evaluated
         alone, both = runs["alone"]["sets"][set_name], runs["both"]["sets"][set_name]
         assert alone["categories"] == {"order_2": both["categories"]["order_2"]}
         assert alone["failure_examples"].get("order_2") == both["failure_examples"].get("order_2")
+    split_only = [*common, *sampling, "--categories", "order_2", "--split_only"]
+    pf.main([*split_only, "--output_dir", str(tmp_path / "split_only")])
+    only = json.loads((tmp_path / "split_only" / "result.json").read_text())
+    assert list(only["sets"]) == ["test_split"] and only["sets"]["test_split"] == runs["alone"]["sets"]["test_split"]
     with pytest.raises(SystemExit):
         pf.main([*common[:-1], "0"])  # no samples per category
     table = (tmp_path / "alone" / "table.md").read_text()
