@@ -56,13 +56,10 @@ if [ ! -f "$work/pipeline/model_index.json" ]; then
         $(resume_flag "$work/pipeline")
 fi
 
-# 4. The guidance scale, chosen on the validation split's captions (the test split is not looked at): the one with
-#    the best mean agreement over categories is written into the bundled folder in step 5 (3 in the model card's
-#    build, instead of the authors' 5).
-for guidance in 3 5 7; do
-    python -m moscale.evaluation.prompt_following --data_dir "$data" --model "$work/pipeline" --split val --seed 0 \
-        --samples_per_category 20 --guidance_scale "$guidance" --output_dir "$work/guidance_$guidance"
-done
+# 4. The guidance scale, chosen on the validation split's captions (neither the test split nor the unseen phrasings
+#    are looked at) and written into the pipeline's configs, so that the bundled folder gets it in step 5.
+python -m moscale.evaluation.tune_guidance --data_dir "$data" --model "$work/pipeline" --seed 0 \
+    --samples_per_category 20 --guidance_scales 0 1 2 3 5 --output_dir "$work/guidance" --write
 
 # 5. The bundled folder: the pipeline's components and model index, without checkpoints, logs or caches. Its model
 #    card (README.md) stays: it is written by hand from the figures of step 6.
@@ -73,28 +70,6 @@ cp -r "$work/pipeline/model_index.json" "$work/pipeline/vq_model" "$work/pipelin
 for optional in scheduler length_estimator; do
     if [ -d "$work/pipeline/$optional" ]; then cp -r "$work/pipeline/$optional" "$bundled/"; fi
 done
-python - "$bundled" "$work" <<'EOF'
-import json
-import sys
-from pathlib import Path
-
-bundled, work = map(Path, sys.argv[1:])
-
-
-def mean_validation_agreement(guidance: int) -> float:
-    categories = json.loads((work / f"guidance_{guidance}" / "result.json").read_text())["sets"]["val_split"]
-    agreements = [category["agreement"] for category in categories["categories"].values()]
-    return sum(agreements) / len(agreements)
-
-
-best = max((3, 5, 7), key=mean_validation_agreement)
-for name in ("scheduler/scheduler_config.json", "transformer/config.json"):
-    path = bundled / name
-    config = json.loads(path.read_text())
-    config["guidance_scale"] = float(best)
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-print(f"guidance scale {best} (best mean agreement on the validation split)")
-EOF
 
 # 6. What it does: detector agreement per category on test-split captions and unseen phrasings, fixed seeds.
 python -m moscale.evaluation.prompt_following --data_dir "$data" --model "$bundled" --seed 0 --samples_per_category 40 \

@@ -39,27 +39,11 @@ if [ ! -f "$pipeline/model_index.json" ]; then
         --checkpointing_steps 250 --validation_steps 2000 --logging_steps 25 $(resume_flag "$pipeline")
 fi
 
-# 3. Judge it as the bundled model is judged (build.sh's stages 4 and 6), at the validation split's best guidance.
-for guidance in 3 5 7; do
-    python -m moscale.evaluation.prompt_following --data_dir "$work/procedural-10k" --model "$pipeline" \
-        --split val --seed 0 --samples_per_category 20 --guidance_scale "$guidance" \
-        --output_dir "$pipeline/guidance_$guidance"
-done
-best=$(python - "$pipeline" <<'EOF'
-import json
-import sys
-
-
-def mean_agreement(guidance):
-    path = f"{sys.argv[1]}/guidance_{guidance}/result.json"
-    categories = json.load(open(path))["sets"]["val_split"]["categories"].values()
-    return sum(c["agreement"] for c in categories) / len(categories)
-
-
-print(max((3, 5, 7), key=mean_agreement))
-EOF
-)
+# 3. Judge it as the bundled model is judged (build.sh's stages 4 and 6), at the validation split's best guidance,
+#    which is written into the candidate's configs.
+python -m moscale.evaluation.tune_guidance --data_dir "$work/procedural-10k" --model "$pipeline" --seed 0 \
+    --samples_per_category 20 --guidance_scales 0 1 2 3 5 --output_dir "$pipeline/guidance" --write
 python -m moscale.evaluation.prompt_following --data_dir "$work/procedural-10k" --model "$pipeline" --seed 0 \
-    --samples_per_category 40 --guidance_scale "$best" --output_dir "$pipeline/prompt_following"
+    --samples_per_category 40 --output_dir "$pipeline/prompt_following"
 python -m moscale.evaluation.stage_ceilings --data_dir "$work/procedural-10k" --model "$pipeline" --seed 0 \
-    --samples_per_category 40 --guidance_scale "$best" --output_dir "$pipeline/stage_ceilings"
+    --samples_per_category 40 --output_dir "$pipeline/stage_ceilings"
