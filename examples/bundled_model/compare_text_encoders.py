@@ -16,6 +16,9 @@ It ends with a summary per representation: the pretrained encoder's pooled state
 transformer's own text conditioning (its AdaLN condition, `MoScaleForTextToMotion.encode_text`). For each, the
 share of unseen phrasings whose nearest training caption asks the same fact, and how many lie farther from every
 training caption than 95 % of the validation split's captions do (off the text the transformer was trained on).
+Then, per representation, linear probes trained on the one-action training captions alone (the counted action and
+its count, the turn's direction, the waving hand, the travel direction) and scored on the unseen phrasings: if a
+probe reads a fact there, the representation holds it, and a model that still misses it loses it further on.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from moscale.evaluation.prompt_following import _unseen_templates, judged_fact
+from moscale.evaluation.prompt_following import COUNTED, TRAVELLING, _unseen_templates, judged_fact
 from moscale.evaluation.semantic_accuracy import load_semantics
 from moscale.pretrained.text_encoders import load_packaged_text_encoder
 
@@ -41,6 +44,60 @@ def asks_the_same(category: str, asked: list[dict], other: list[dict]) -> bool:
     if theirs is None:
         return False
     return all(asked[mine].get(f) in (None, other[theirs].get(f)) for f in _FACT_FIELDS)
+
+
+PROBED_FACTS = {
+    "counted action and count": lambda a: (
+        f"{a['name']} x{a['count']}" if a["name"] in COUNTED and a.get("count") is not None else None
+    ),
+    "turn direction": lambda a: a.get("direction") if a["name"] == "turn" else None,
+    "waving hand": lambda a: a.get("side") if a["name"] == "wave" else None,
+    "travel direction": lambda a: (
+        f"{a['name']} {a['direction']}" if a["name"] in TRAVELLING and a.get("direction") else None
+    ),
+}
+
+
+def probed_label(fact: str, actions: list[dict]) -> str | None:
+    """A one-action caption's value of `fact`; None for captions of several actions, whose facts mix."""
+    return PROBED_FACTS[fact](actions[0]) if len(actions) == 1 else None
+
+
+def probe_accuracy(train_x, train_labels, test_x, test_labels, steps: int = 300) -> tuple[int, int]:
+    """(right, scored): a softmax-linear probe fitted on (train_x, train_labels), read on the test rows whose label
+    the training rows have."""
+    classes = sorted(set(train_labels))
+    index = {label: i for i, label in enumerate(classes)}
+    scored = [i for i, label in enumerate(test_labels) if label in index]
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    x, test = (train_x - mean) / std, (test_x[scored] - mean) / std
+    y = torch.tensor([index[label] for label in train_labels])
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.nn.Linear(x.shape[1], len(classes))
+    with torch.no_grad():
+        probe.weight.copy_(0.01 * torch.randn(probe.weight.shape, generator=generator))
+        probe.bias.zero_()
+    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=1e-4)
+    for _ in range(steps):
+        loss = torch.nn.functional.cross_entropy(probe(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        predicted = probe(test).argmax(-1).tolist()
+    return sum(predicted[k] == index[test_labels[i]] for k, i in enumerate(scored)), len(scored)
+
+
+def probe_line(name: str, caption_vectors, caption_actions, phrase_vectors, phrase_actions) -> str:
+    parts = []
+    for fact in PROBED_FACTS:
+        rows = [(i, probed_label(fact, a)) for i, a in enumerate(caption_actions) if probed_label(fact, a)]
+        phrases = [probed_label(fact, a) for a in phrase_actions]
+        right, scored = probe_accuracy(
+            caption_vectors[[i for i, _ in rows]], [label for _, label in rows], phrase_vectors, phrases
+        )
+        parts.append(f"{fact} {right}/{scored}")
+    return f"linear probes on {name}, read on the unseen phrasings: " + ", ".join(parts)
 
 
 @torch.no_grad()
@@ -132,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
         nearest_view = (phrase_view @ caption_view.T).argmax(dim=1).tolist()
         same = [asks_the_same(c, asked, actions[i]) for (c, _, asked), i in zip(phrasings, nearest_view)]
         print(summary_line(name, caption_view, phrase_view, validation_view, same))
+    for name, (caption_view, phrase_view, _) in views.items():
+        print(probe_line(name, caption_view, actions, phrase_view, [asked for _, _, asked in phrasings]))
 
 
 if __name__ == "__main__":
