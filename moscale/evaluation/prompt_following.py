@@ -351,16 +351,10 @@ def _at_least_one(text: str) -> int:
     return value
 
 
-def add_prompt_arguments(parser: argparse.ArgumentParser, samples_per_category: int) -> None:
-    """The flags of the commands that prompt a pipeline with a procedural split's captions: the data and model, which
-    clips (split, categories, samples, seed), the batch, and the sampling settings."""
+def add_clip_arguments(parser: argparse.ArgumentParser, samples_per_category: int) -> None:
+    """The flags that pick the clips a command prompts and how it batches them: the procedural folder, the samples
+    per category, the categories, the seed and the batch size."""
     parser.add_argument("--data_dir", required=True, help="a procedural dataset folder (python -m moscale.synthetic)")
-    parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the bundled pipeline)")
-    parser.add_argument(
-        "--split",
-        default="test",
-        help="split whose captions are prompted (train, val, test; default test; val to tune sampling settings)",
-    )
     parser.add_argument("--samples_per_category", type=_at_least_one, default=samples_per_category)
     parser.add_argument(
         "--categories",
@@ -372,6 +366,18 @@ def add_prompt_arguments(parser: argparse.ArgumentParser, samples_per_category: 
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch_size", type=_at_least_one, default=32)
+
+
+def add_prompt_arguments(parser: argparse.ArgumentParser, samples_per_category: int) -> None:
+    """The flags of the commands that prompt a pipeline with a procedural split's captions: the clips
+    (`add_clip_arguments`), the model, the split, and the sampling settings."""
+    add_clip_arguments(parser, samples_per_category)
+    parser.add_argument("--model", default=None, help="pipeline folder or Hub id (default: the bundled pipeline)")
+    parser.add_argument(
+        "--split",
+        default="test",
+        help="split whose captions are prompted (train, val, test; default test; val to tune sampling settings)",
+    )
     group = parser.add_argument_group("sampling (default: the pipeline's)")
     group.add_argument("--guidance_scale", type=float, default=None)
     group.add_argument("--refinement_steps", type=int, nargs="+", default=None, help="steps per scale, e.g. 1 2 5 10")

@@ -20,7 +20,7 @@ from typing import Any
 
 from moscale.evaluation.prompt_following import (
     CATEGORIES,
-    _at_least_one,
+    add_clip_arguments,
     evaluate_prompt_following,
     test_split_prompts,
 )
@@ -99,13 +99,9 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data_dir", required=True, help="a procedural dataset folder with val.txt")
+    add_clip_arguments(parser, samples_per_category=20)
     parser.add_argument("--model", required=True, help="the pipeline folder to tune")
     parser.add_argument("--guidance_scales", type=float, nargs="+", default=list(DEFAULT_SCALES), metavar="SCALE")
-    parser.add_argument("--samples_per_category", type=_at_least_one, default=20)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch_size", type=_at_least_one, default=32)
-    parser.add_argument("--categories", nargs="+", choices=CATEGORIES, default=CATEGORIES, metavar="CATEGORY")
     parser.add_argument("--output_dir", default=None, help="write result.json and table.md here")
     parser.add_argument("--write", action="store_true", help="make the best scale the pipeline folder's default")
     args = parser.parse_args(argv)
