@@ -16,7 +16,8 @@ A sample agrees when the detected motion has the asked fact: the asked action's 
 waving hand, the travel direction, or (order categories) every asked action present in the asked order. Other
 detected actions are ignored. Generated motions also get the generator's plausibility figures (bone lengths, foot
 height above the floor, per-frame joint displacement, planted-foot sliding) so that a motion that "agrees" by
-flailing is visible.
+flailing is visible. Every category's agreement is also split by how many actions its prompts ask for, and the table
+pools the counting categories that way: whether a count survives being one action of several.
 """
 
 from __future__ import annotations
@@ -297,6 +298,7 @@ def evaluate_prompt_following(
         total = 0
         for category, items in categories.items():
             agreed = 0
+            by_num_actions: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # actions in the prompt -> agreed, all
             for start in range(0, len(items), batch_size):
                 batch = items[start : start + batch_size]
                 frames = [item["num_frames"] for item in batch]
@@ -312,13 +314,22 @@ def evaluate_prompt_following(
                     detected = detect_actions(joints, fps=fps)
                     ok = agrees(category, item["actions"], detected)
                     agreed += ok
+                    by_num_actions[len(item["actions"])][0] += ok
+                    by_num_actions[len(item["actions"])][1] += 1
                     if not ok and len(failures[category]) < 3:
                         failures[category].append({"prompt": item["prompt"], "detected": detected})
                     figures = motion_plausibility(joints, fps)
                     for name, limit in PLAUSIBILITY_LIMITS.items():
                         plausible[name] += figures[name] <= limit
                     total += 1
-            per_category[category] = {"agreement": agreed / len(items), "samples": len(items)}
+            per_category[category] = {
+                "agreement": agreed / len(items),
+                "samples": len(items),
+                "by_num_actions": {
+                    str(n): {"agreement": ok / count, "samples": count}
+                    for n, (ok, count) in sorted(by_num_actions.items())
+                },
+            }
         result["sets"][set_name] = {
             "categories": per_category,
             "min_agreement": min(v["agreement"] for v in per_category.values()),
@@ -341,7 +352,29 @@ def format_table(result: dict[str, Any]) -> str:
     for check in PLAUSIBILITY_LIMITS:
         cells = [f"{100 * result['sets'][name]['plausible_fraction'][check]:.0f}%" for name in sets]
         lines.append(f"| plausible: {check} <= {PLAUSIBILITY_LIMITS[check]} | " + " | ".join(cells) + " |")
+    for num_actions, cells in counts_by_num_actions(result).items():
+        lines.append(f"| counts, in prompts of {num_actions} action(s) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def counts_by_num_actions(result: dict[str, Any]) -> dict[str, list[str]]:
+    """Table cells (one per prompt set) of the counting categories pooled by how many actions their prompts ask for:
+    whether a count survives being one action of several."""
+    pooled: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for set_name, entry in result["sets"].items():
+        for category, figures in entry["categories"].items():
+            if "_count_" not in category:
+                continue
+            for num_actions, part in figures.get("by_num_actions", {}).items():
+                pooled[num_actions][set_name][0] += round(part["agreement"] * part["samples"])
+                pooled[num_actions][set_name][1] += part["samples"]
+    return {
+        num_actions: [
+            f"{100 * per_set[name][0] / per_set[name][1]:.0f}% (n={per_set[name][1]})" if name in per_set else "-"
+            for name in result["sets"]
+        ]
+        for num_actions, per_set in sorted(pooled.items())
+    }
 
 
 def _at_least_one(text: str) -> int:

@@ -85,14 +85,44 @@ def test_prompt_sets_cover_every_category_and_unseen_phrasings_are_not_dataset_c
 
 def test_a_run_on_a_tiny_pipeline_reports_every_category(dataset):
     pipe = tiny_pipeline()
-    categories = ("turn_direction", "order_2", "wave_hand")
-    sets = {"test_split": pf.test_split_prompts(dataset, 2, seed=1, categories=categories)}
+    categories = ("turn_direction", "order_2", "wave_hand", "jump_count_1")
+    sets = {"test_split": pf.test_split_prompts(dataset, 3, seed=1, categories=categories)}
     result = pf.evaluate_prompt_following(pipe, sets, seed=0, refinement_steps=(1, 1, 1, 1))
     entry = result["sets"]["test_split"]
     assert set(entry["categories"]) == set(categories)
-    assert all(0.0 <= v["agreement"] <= 1.0 and v["samples"] == 2 for v in entry["categories"].values())
+    assert all(0.0 <= v["agreement"] <= 1.0 and v["samples"] == 3 for v in entry["categories"].values())
     assert set(entry["plausible_fraction"]) == set(pf.PLAUSIBILITY_LIMITS)
-    assert "test_split" in pf.format_table(result)
+    for category, figures in entry["categories"].items():
+        asked = [len(item["actions"]) for item in sets["test_split"][category]]
+        parts = figures["by_num_actions"]
+        assert {n: part["samples"] for n, part in parts.items()} == {str(n): asked.count(n) for n in set(asked)}
+        agreed = sum(part["agreement"] * part["samples"] for part in parts.values())
+        assert agreed == pytest.approx(figures["agreement"] * figures["samples"])
+    table = pf.format_table(result)
+    assert "test_split" in table and "| counts, in prompts of" in table
+
+
+def test_counts_are_pooled_by_the_number_of_actions_a_prompt_asks_for():
+    def category(parts):
+        return {"by_num_actions": {n: {"agreement": a, "samples": k} for n, (a, k) in parts.items()}}
+
+    result = {
+        "sets": {
+            "test_split": {
+                "categories": {
+                    "jump_count_2": category({"1": (1.0, 2), "2": (0.25, 4)}),
+                    "wave_count_3": category({"1": (0.5, 2), "3": (0.0, 1)}),
+                    "order_2": category({"2": (1.0, 5)}),  # not a count: left out
+                }
+            },
+            "unseen": {"categories": {"jump_count_2": category({"1": (0.0, 3)})}},
+        }
+    }
+    assert pf.counts_by_num_actions(result) == {
+        "1": ["75% (n=4)", "0% (n=3)"],
+        "2": ["25% (n=4)", "-"],
+        "3": ["0% (n=1)", "-"],
+    }
 
 
 def test_a_category_gets_the_same_clips_and_seeds_whichever_others_are_evaluated(dataset, tmp_path):
