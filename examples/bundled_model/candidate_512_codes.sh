@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Candidates for the next build of the bundled model: build.sh's recipe (a 512-code tokenizer, then the transformer)
 # with `examples/train.py` flags changed for the transformer. Without flags it is how the fourth bundled model was
-# trained. Width and depth measure capacity (jump and squat counts are lost when the coarse scales are sampled:
-# `python -m moscale.evaluation.stage_ceilings`); `--text_noise` aims at the phrasings no training caption uses.
+# trained; with `--text_noise 0.5` (NAME w192_noise0.5) the fifth, the bundled one. Width and depth measure capacity
+# (jump and squat counts are lost when the coarse scales are sampled: `python -m moscale.evaluation.stage_ceilings`);
+# `--text_noise` aims at the phrasings no training caption uses.
 #   bash examples/bundled_model/candidate_512_codes.sh WORK_DIR NAME [TRAIN_FLAGS...]
 # trains and judges the pipeline WORK_DIR/pipeline_512_NAME, with TRAIN_FLAGS after build.sh's, so they win, e.g.
 #   ... WORK_DIR w240 --hidden_size 240
