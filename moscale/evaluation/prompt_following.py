@@ -17,7 +17,9 @@ waving hand, the travel direction, or (order categories) every asked action pres
 detected actions are ignored. Generated motions also get the generator's plausibility figures (bone lengths, foot
 height above the floor, per-frame joint displacement, planted-foot sliding) so that a motion that "agrees" by
 flailing is visible. Every category's agreement is also split by how many actions its prompts ask for, and the table
-pools the counting categories that way: whether a count survives being one action of several.
+pools the counting categories that way: whether a count survives being one action of several. For the counting
+categories it also says how the counts went wrong (`count_error`): one off, another action's count, or the action
+missing.
 """
 
 from __future__ import annotations
@@ -85,6 +87,25 @@ def agrees(category: str, truth: list[dict[str, Any]], detected: list[dict[str, 
     if category == "wave_hand":
         return found.get("side") == asked["side"]
     return found.get("count") == asked["count"]
+
+
+COUNT_ERRORS = ("right", "one off", "another action's count", "action missing", "other")
+
+
+def count_error(category: str, truth: list[dict[str, Any]], detected: list[dict[str, Any]]) -> str:
+    """How a counting category's sample went (one of `COUNT_ERRORS`): the asked count, one more or fewer, the count
+    the caption asks of another of its actions (counts bound to the wrong action), the asked action not found at all,
+    or another count. A count both one off and another action's is "another action's count"."""
+    index = judged_fact(category, truth)
+    match = _match(truth, detected)[index]
+    if match is None:
+        return "action missing"
+    asked, found = truth[index]["count"], detected[match].get("count")
+    if found == asked:
+        return "right"
+    if found in {action.get("count") or 1 for k, action in enumerate(truth) if k != index}:
+        return "another action's count"
+    return "one off" if found is not None and abs(found - asked) == 1 else "other"
 
 
 # ----------------------------------------------------------------------------------------------- prompt sets
@@ -299,6 +320,7 @@ def evaluate_prompt_following(
         for category, items in categories.items():
             agreed = 0
             by_num_actions: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # actions in the prompt -> agreed, all
+            count_errors: dict[str, int] = defaultdict(int)
             for start in range(0, len(items), batch_size):
                 batch = items[start : start + batch_size]
                 frames = [item["num_frames"] for item in batch]
@@ -316,6 +338,8 @@ def evaluate_prompt_following(
                     agreed += ok
                     by_num_actions[len(item["actions"])][0] += ok
                     by_num_actions[len(item["actions"])][1] += 1
+                    if "_count_" in category:
+                        count_errors[count_error(category, item["actions"], detected)] += 1
                     if not ok and len(failures[category]) < 3:
                         failures[category].append({"prompt": item["prompt"], "detected": detected})
                     figures = motion_plausibility(joints, fps)
@@ -330,6 +354,8 @@ def evaluate_prompt_following(
                     for n, (ok, count) in sorted(by_num_actions.items())
                 },
             }
+            if count_errors:
+                per_category[category]["count_errors"] = {name: count_errors[name] for name in COUNT_ERRORS}
         result["sets"][set_name] = {
             "categories": per_category,
             "min_agreement": min(v["agreement"] for v in per_category.values()),
@@ -354,7 +380,23 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"| plausible: {check} <= {PLAUSIBILITY_LIMITS[check]} | " + " | ".join(cells) + " |")
     for num_actions, cells in counts_by_num_actions(result).items():
         lines.append(f"| counts, in prompts of {num_actions} action(s) | " + " | ".join(cells) + " |")
+    for name, cells in pooled_count_errors(result).items():
+        lines.append(f"| counts: {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def pooled_count_errors(result: dict[str, Any]) -> dict[str, list[str]]:
+    """Table cells (one per prompt set): the share of each `count_error` outcome over the counting categories."""
+    pooled: dict[str, list[str]] = {name: [] for name in COUNT_ERRORS}
+    for entry in result["sets"].values():
+        totals: dict[str, int] = defaultdict(int)
+        for figures in entry["categories"].values():
+            for name, count in figures.get("count_errors", {}).items():
+                totals[name] += count
+        samples = sum(totals.values())
+        for name in COUNT_ERRORS:
+            pooled[name].append(f"{100 * totals[name] / samples:.0f}% (n={samples})" if samples else "-")
+    return pooled if any(cell != "-" for cells in pooled.values() for cell in cells) else {}
 
 
 def counts_by_num_actions(result: dict[str, Any]) -> dict[str, list[str]]:

@@ -98,8 +98,33 @@ def test_a_run_on_a_tiny_pipeline_reports_every_category(dataset):
         assert {n: part["samples"] for n, part in parts.items()} == {str(n): asked.count(n) for n in set(asked)}
         agreed = sum(part["agreement"] * part["samples"] for part in parts.values())
         assert agreed == pytest.approx(figures["agreement"] * figures["samples"])
+    errors = entry["categories"]["jump_count_1"]["count_errors"]
+    assert list(errors) == list(pf.COUNT_ERRORS) and sum(errors.values()) == 3
+    assert errors["right"] == round(3 * entry["categories"]["jump_count_1"]["agreement"])
+    assert "count_errors" not in entry["categories"]["order_2"]
     table = pf.format_table(result)
-    assert "test_split" in table and "| counts, in prompts of" in table
+    assert "test_split" in table and "| counts, in prompts of" in table and "| counts: one off |" in table
+
+
+def test_a_wrong_count_is_told_apart_as_one_off_another_actions_or_missing():
+    truth = [{"name": "side_step", "count": 3}, {"name": "jump", "count": 1}, {"name": "stand"}]
+
+    def outcome(jumps):
+        detected = [{"name": "side_step", "count": 2}, {"name": "stand"}]
+        if jumps is not None:
+            detected.insert(1, {"name": "jump", "count": jumps})
+        return pf.count_error("jump_count_1", truth, detected)
+
+    assert outcome(1) == "right"
+    assert outcome(2) == "one off"
+    assert outcome(3) == "another action's count"  # the side steps' 3
+    assert outcome(4) == "other"
+    assert outcome(None) == "action missing"
+    # A count both one off and another action's: counted as the other action's.
+    truth = [{"name": "squat", "count": 2}, {"name": "jump", "count": 1}]
+    assert pf.count_error("jump_count_1", truth, [{"name": "squat", "count": 2}, {"name": "jump", "count": 2}]) == (
+        "another action's count"
+    )
 
 
 def test_counts_are_pooled_by_the_number_of_actions_a_prompt_asks_for():
@@ -118,6 +143,7 @@ def test_counts_are_pooled_by_the_number_of_actions_a_prompt_asks_for():
             "unseen": {"categories": {"jump_count_2": category({"1": (0.0, 3)})}},
         }
     }
+    assert pf.pooled_count_errors(result) == {}  # no count_errors recorded: no rows
     assert pf.counts_by_num_actions(result) == {
         "1": ["75% (n=4)", "0% (n=3)"],
         "2": ["25% (n=4)", "-"],
