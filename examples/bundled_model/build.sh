@@ -54,7 +54,9 @@ python -m moscale.evaluation.tune_guidance --data_dir "$data" --model "$work/pip
 #    card (README.md) stays: it is written by hand from the figures of step 6.
 bundled=moscale/pretrained/moscale-procedural
 mkdir -p "$bundled"
-for component in model_index.json vq_model transformer scheduler length_estimator; do rm -rf "${bundled:?}/$component"; done
+for component in model_index.json vq_model transformer scheduler length_estimator; do
+    rm -rf "${bundled:?}/$component"
+done
 cp -r "$work/pipeline/model_index.json" "$work/pipeline/vq_model" "$work/pipeline/transformer" "$bundled/"
 for optional in scheduler length_estimator; do
     if [ -d "$work/pipeline/$optional" ]; then cp -r "$work/pipeline/$optional" "$bundled/"; fi
